@@ -1,0 +1,35 @@
+# pgcue — the README's commands. Everything installs into .venv from constraints.txt.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup run test bench lint db migrate clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## install pgcue and its dev tools into .venv
+
+run: setup  ## database (embedded default), migrations, API and one worker per job type
+	$(BIN)/pgcue dev
+
+test: setup  ## the test suite against PostgreSQL (PGCUE_TEST_DSN, default 127.0.0.1:5432)
+	$(BIN)/pytest -q
+
+bench: setup  ## benchmarks (not part of make test); results in bench/results/
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+lint: setup  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check service workers tests bench
+	$(BIN)/mypy
+
+db: setup  ## apply migrations to the configured database
+	$(BIN)/pgcue migrate
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,339 @@
+"""Stdlib-only helpers shared by the peer benchmark scripts.
+
+Each ``<peer>_bench.py`` runs under that peer's own virtualenv; this module is
+imported from the script's directory (which Python puts on ``sys.path``), so it
+must not import anything outside the standard library.
+
+Measurement conventions shared by all peers (keep them identical so the
+numbers are comparable):
+
+* enqueue_per_s: N / wall time of the peer's bulk-enqueue call(s), measured in
+  the producer process, from just before the first call until the last one has
+  returned (i.e. committed).
+* drain_per_s: the worker is started as a separate OS process *after* the bulk
+  enqueue.  The clock starts when the first job's handler begins (recorded by
+  the handler itself into a marks file, so interpreter start-up and imports are
+  excluded) and stops at the first poll of the peer's job table that shows no
+  unfinished job left (polled every POLL_S seconds).  drain_per_s = N / that
+  interval.  ``drain_wall_s`` (worker spawn -> all done) is reported too.
+* latency: the handler appends "<seq> <time.time()>" at its very first line to
+  a marks file; the producer records time.time() right after the single-job
+  enqueue call has returned (the call commits).  latency = handler start -
+  enqueue return, in ms.  Warm-up jobs are sent first and excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Awaitable, Callable, Iterable
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+POLL_S = 0.02            # completion poll interval during drain
+WARMUP_JOBS = 5          # latency warm-up jobs (excluded from percentiles)
+LATENCY_GAP_S = 0.010    # producer spacing between latency jobs
+WORKER_READY_TIMEOUT_S = 60.0
+
+
+# --------------------------------------------------------------------------
+# CLI / output
+# --------------------------------------------------------------------------
+
+def parse_args(peer: str, default_jobs: int = 20000) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=f"{peer} peer benchmark")
+    p.add_argument("--dsn", default=os.environ.get(
+        "BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="server DSN (any existing database; a fresh one is created)")
+    p.add_argument("--jobs", type=int, default=default_jobs)
+    p.add_argument("--workload", choices=("drain", "latency"), default="drain")
+    p.add_argument("--latency-jobs", type=int, default=500)
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="upper bound in seconds for any single wait")
+    p.add_argument("--keep-db", action="store_true",
+                   help="debug: do not drop the database at the end")
+    return p.parse_args()
+
+
+def emit(result: dict) -> None:
+    """Print the single JSON result line on stdout."""
+    sys.stdout.write(json.dumps(result, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------
+# DSN / database names
+# --------------------------------------------------------------------------
+
+def fresh_db_name(peer: str) -> str:
+    return f"bench_{peer}_{secrets.token_hex(4)}"
+
+
+def _kv_to_url(dsn: str) -> str:
+    """Turn a libpq key=value string into a postgresql:// URL (simple quoting only)."""
+    parts: dict[str, str] = {}
+    for tok in dsn.split():
+        if "=" in tok:
+            k, v = tok.split("=", 1)
+            parts[k.strip()] = v.strip().strip("'")
+    user = parts.pop("user", "")
+    password = parts.pop("password", "")
+    host = parts.pop("host", "127.0.0.1")
+    port = parts.pop("port", "5432")
+    dbname = parts.pop("dbname", "postgres")
+    auth = ""
+    if user:
+        auth = quote(user, safe="")
+        if password:
+            auth += ":" + quote(password, safe="")
+        auth += "@"
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in parts.items())
+    return urlunsplit(("postgresql", f"{auth}{host}:{port}", "/" + dbname, query, ""))
+
+
+def normalize_dsn(dsn: str) -> str:
+    dsn = dsn.strip()
+    if dsn.startswith(("postgres://", "postgresql://")):
+        return dsn
+    return _kv_to_url(dsn)
+
+
+def dsn_with_db(dsn: str, dbname: str) -> str:
+    u = urlsplit(normalize_dsn(dsn))
+    return urlunsplit((u.scheme, u.netloc, "/" + quote(dbname, safe=""), u.query, u.fragment))
+
+
+def db_of(dsn: str) -> str:
+    return unquote(urlsplit(normalize_dsn(dsn)).path.lstrip("/")) or "postgres"
+
+
+# --------------------------------------------------------------------------
+# Marks file (handler -> benchmark process)
+# --------------------------------------------------------------------------
+
+def new_marks_file(peer: str) -> str:
+    fd, path = tempfile.mkstemp(prefix=f"bench_{peer}_marks_", suffix=".txt")
+    os.close(fd)
+    return path
+
+
+def read_marks(path: str) -> dict[str, float]:
+    """Return {key: first timestamp} from a marks file ("key ts" per line)."""
+    out: dict[str, float] = {}
+    try:
+        with open(path, "r", encoding="ascii") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) != 2:
+                    continue          # partially written line; next read gets it
+                try:
+                    ts = float(parts[1])
+                except ValueError:
+                    continue
+                out.setdefault(parts[0], ts)
+    except FileNotFoundError:
+        pass
+    return out
+
+
+class Marker:
+    """Used *inside the worker* by the job handlers.
+
+    ``mark(key)`` appends one line with the current time.  Each line is written
+    with a single os.write on an O_APPEND descriptor, so lines from concurrent
+    writers never interleave.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self.first_done = False
+
+    def mark(self, key: str, ts: float | None = None) -> None:
+        if ts is None:
+            ts = time.time()
+        if not self.path:
+            return
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(self._fd, f"{key} {ts:.6f}\n".encode("ascii"))
+
+    def mark_first(self) -> None:
+        """Cheap 'first job started' marker for the drain workload."""
+        if not self.first_done:
+            self.first_done = True
+            self.mark("first")
+
+
+# --------------------------------------------------------------------------
+# Worker subprocess management
+# --------------------------------------------------------------------------
+
+class WorkerProc:
+    """A peer worker running as a separate process (own session/process group)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], peer: str,
+                 cwd: str | None = None) -> None:
+        self.argv = argv
+        self.log_path = tempfile.mkstemp(prefix=f"bench_{peer}_worker_", suffix=".log")[1]
+        self._log = open(self.log_path, "wb")
+        full_env = dict(os.environ)
+        full_env.update(env)
+        self.spawned_at = time.time()
+        self.proc = subprocess.Popen(
+            argv, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise RuntimeError(
+                f"worker exited early with code {self.proc.returncode}; "
+                f"log tail:\n{self.tail()}")
+
+    def tail(self, n: int = 3000) -> str:
+        try:
+            self._log.flush()
+            with open(self.log_path, "rb") as fh:
+                data = fh.read()
+            return data[-n:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM (the peers' graceful-shutdown signal), then SIGKILL the group."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        # whatever is left in the group (children, stragglers) gets SIGKILL
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self._log.close()
+
+    def cleanup(self) -> None:
+        try:
+            os.unlink(self.log_path)
+        except OSError:
+            pass
+
+
+def wait_until(pred: Callable[[], bool], timeout_s: float, what: str,
+               interval_s: float = POLL_S, worker: WorkerProc | None = None) -> float:
+    """Poll ``pred`` until true; return time.time() of the successful poll."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if pred():
+            return time.time()
+        if worker is not None:
+            worker.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+async def await_until(pred: Callable[[], Awaitable[bool]], timeout_s: float, what: str,
+                      interval_s: float = POLL_S, worker: WorkerProc | None = None) -> float:
+    """Async twin of wait_until: ``pred`` is an async callable."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if await pred():
+            return time.time()
+        if worker is not None:
+            worker.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        await asyncio.sleep(interval_s)
+
+
+async def wait_for_marks(path: str, keys: Iterable[str], timeout_s: float,
+                         worker: WorkerProc | None = None) -> dict[str, float]:
+    """Wait until every key has a line in the marks file; return all marks."""
+    wanted = set(keys)
+    marks: dict[str, float] = {}
+
+    async def have_all() -> bool:
+        nonlocal marks
+        marks = read_marks(path)
+        return wanted.issubset(marks)
+
+    await await_until(have_all, timeout_s, f"{len(wanted)} handler marks",
+                      interval_s=0.05, worker=worker)
+    return marks
+
+
+def drain_result(n: int, enqueue_s: float, first_ts: float, done_ts: float,
+                 spawned_ts: float) -> dict:
+    drain_s = max(done_ts - first_ts, 1e-9)
+    return {
+        "enqueue_per_s": round(n / max(enqueue_s, 1e-9), 1),
+        "drain_per_s": round(n / drain_s, 1),
+        "enqueue_s": round(enqueue_s, 4),
+        "drain_s": round(drain_s, 4),
+        "drain_wall_s": round(done_ts - spawned_ts, 4),
+    }
+
+
+# --------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------
+
+def percentile(sorted_vals: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in [0, 100]) of an ascending list."""
+    if not sorted_vals:
+        raise ValueError("no samples")
+    if len(sorted_vals) == 1:
+        return sorted_vals[0]
+    pos = (len(sorted_vals) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_vals) - 1)
+    frac = pos - lo
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * frac
+
+
+def latency_summary(commit_ts: dict[str, float], marks: dict[str, float],
+                    call_s: list[float] | None = None) -> dict:
+    """Percentiles of (handler start - enqueue commit) in ms.
+
+    ``call_s``: durations of the producer's enqueue calls, reported separately
+    (p50) so figures measured from *before* the call can be reconciled.
+    """
+    lat_ms = sorted((marks[k] - commit_ts[k]) * 1000.0 for k in commit_ts if k in marks)
+    if not lat_ms:
+        raise RuntimeError("no latency samples collected")
+    out = {
+        "p50_ms": round(percentile(lat_ms, 50), 3),
+        "p95_ms": round(percentile(lat_ms, 95), 3),
+        "p99_ms": round(percentile(lat_ms, 99), 3),
+        "max_ms": round(lat_ms[-1], 3),
+        "mean_ms": round(sum(lat_ms) / len(lat_ms), 3),
+        "samples": len(lat_ms),
+    }
+    if call_s:
+        out["enqueue_call_p50_ms"] = round(percentile(sorted(call_s), 50) * 1000.0, 3)
+    return out

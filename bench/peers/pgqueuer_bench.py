@@ -1,0 +1,250 @@
+#!/usr/bin/env python
+"""pgqueuer peer benchmark.  Run with bench/.venvs/pgqueuer/bin/python.
+
+    bench/.venvs/pgqueuer/bin/python bench/peers/pgqueuer_bench.py \
+        --dsn postgresql://postgres@127.0.0.1:5432/postgres --workload drain --jobs 20000
+
+Prints one JSON line on stdout (see _peercommon.py for how each figure is
+measured).  A fresh database bench_pgqueuer_<hex> is created, the schema is
+installed with pgqueuer's own API (Queries.install(), the same DDL `pgq
+install` runs), and the database is dropped at the end, even on error.
+
+Worker: ONE separate OS process running pgqueuer's own worker loop via
+pgqueuer.run(factory) (what `pgq run` calls), on uvloop + asyncpg, for both
+workloads.
+Throughput tuning (see WORKER_BATCH_SIZE): --batch-size (jobs dequeued per
+query; the job-status log buffer flushes at the same size), no
+--max-concurrent-tasks cap.  Everything else is default.
+
+Bulk enqueue: Queries.enqueue() with lists (one INSERT ... unnest() round-trip)
+in chunks of ENQUEUE_CHUNK.  Latency enqueue: Queries.enqueue() scalar form,
+one autocommitted statement per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import asyncpg
+
+import _peercommon as pc
+
+PEER = "pgqueuer"
+ENV_DSN = "BENCH_DB_DSN"
+ENV_MARKS = "BENCH_MARKS"
+
+# Jobs fetched per dequeue query; pgqueuer's default is 10.  Chosen by a sweep
+# on this machine (10/50/100/200/500), see README.md.
+WORKER_BATCH_SIZE = int(os.environ.get("BENCH_PGQ_BATCH_SIZE", "100"))
+ENQUEUE_CHUNK = int(os.environ.get("BENCH_ENQUEUE_CHUNK", "20000"))
+
+_marker = pc.Marker(os.environ.get(ENV_MARKS))
+
+
+# --------------------------------------------------------------------------
+# Worker side: imported by `pgq run pgqueuer_bench:create_pgqueuer`
+# --------------------------------------------------------------------------
+
+@asynccontextmanager
+async def create_pgqueuer() -> AsyncIterator[object]:
+    from pgqueuer import PgQueuer
+    from pgqueuer.models import Job
+
+    conn = await asyncpg.connect(os.environ[ENV_DSN])
+    try:
+        pgq = PgQueuer.from_asyncpg_connection(conn)
+
+        @pgq.entrypoint("noop")
+        async def noop(job: Job) -> None:
+            _marker.mark_first()
+
+        @pgq.entrypoint("lat")
+        async def lat(job: Job) -> None:
+            ts = time.time()                       # handler start
+            _marker.mark((job.payload or b"?").decode(), ts)
+
+        yield pgq
+    finally:
+        await conn.close()
+
+
+def worker_argv() -> list[str]:
+    return [sys.executable, os.path.abspath(__file__), "--as-worker"]
+
+
+def worker_main() -> int:
+    """Worker process: pgqueuer.run() is the programmatic twin of `pgq run`
+    (same supervisor, same QueueManager.run loop), executed on uvloop as the
+    CLI does.  We don't shell out to `pgq run` itself because pgqueuer 1.6.0's
+    CLI crashes at start-up with the typer release it resolves to
+    (setup_fancy_logger gets a str for --log-level)."""
+    import logging
+    from datetime import timedelta
+
+    import pgqueuer
+    import uvloop
+
+    logging.basicConfig(level=logging.WARNING)
+    uvloop.run(pgqueuer.run(create_pgqueuer, batch_size=WORKER_BATCH_SIZE,
+                            dequeue_timeout=timedelta(seconds=30)))
+    return 0
+
+
+# --------------------------------------------------------------------------
+# Benchmark side
+# --------------------------------------------------------------------------
+
+def pgq_version() -> str:
+    from importlib.metadata import version
+    return version("pgqueuer")
+
+
+async def create_db(server_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def drop_db(server_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(server_dsn, timeout=30)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', timeout=60)
+    finally:
+        await conn.close()
+
+
+def start_worker(db_dsn: str, marks: str) -> pc.WorkerProc:
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {ENV_DSN: db_dsn, ENV_MARKS: marks,
+           "PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return pc.WorkerProc(worker_argv(), env, PEER, cwd=here)
+
+
+async def run_drain(args, db_dsn: str) -> dict:
+    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.queries import Queries
+
+    n = args.jobs
+    marks = pc.new_marks_file(PEER)
+    conn = await asyncpg.connect(db_dsn)
+    worker = None
+    try:
+        q = Queries(AsyncpgDriver(conn))
+        await q.install()
+
+        t0 = time.perf_counter()
+        for start in range(0, n, ENQUEUE_CHUNK):
+            k = min(ENQUEUE_CHUNK, n - start)
+            await q.enqueue(["noop"] * k, [None] * k, [0] * k)
+        enqueue_s = time.perf_counter() - t0
+        assert await conn.fetchval("SELECT count(*) FROM pgqueuer") == n
+
+        worker = start_worker(db_dsn, marks)
+
+        async def first_started() -> bool:
+            return "first" in pc.read_marks(marks)
+
+        await pc.await_until(first_started, pc.WORKER_READY_TIMEOUT_S,
+                             "first job to start", interval_s=0.005, worker=worker)
+
+        async def all_done() -> bool:
+            return await conn.fetchval("SELECT count(*) FROM pgqueuer") == 0
+
+        done_ts = await pc.await_until(all_done, args.timeout, "queue to drain",
+                                       worker=worker)
+        first_ts = pc.read_marks(marks)["first"]
+        worker.check_alive()
+        res = pc.drain_result(n, enqueue_s, first_ts, done_ts, worker.spawned_at)
+        bad = await conn.fetchval(
+            "SELECT count(*) FROM pgqueuer_log WHERE status <> 'successful' "
+            "AND status NOT IN ('queued', 'picked')")
+        if bad:
+            raise RuntimeError(f"{bad} jobs did not succeed")
+        res["worker"] = {"process": "separate (pgqueuer.run)", "batch_size": WORKER_BATCH_SIZE}
+        return res
+    finally:
+        if worker is not None:
+            worker.stop()
+            worker.cleanup()
+        await conn.close()
+        os.unlink(marks)
+
+
+async def run_latency(args, db_dsn: str) -> dict:
+    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.queries import Queries
+
+    marks = pc.new_marks_file(PEER)
+    conn = await asyncpg.connect(db_dsn)
+    worker = None
+    try:
+        q = Queries(AsyncpgDriver(conn))
+        await q.install()
+        worker = start_worker(db_dsn, marks)
+
+        # Warm-up: proves the worker is up and LISTENing, then let it go idle.
+        warm = [f"w{i}" for i in range(pc.WARMUP_JOBS)]
+        for key in warm:
+            await q.enqueue("lat", key.encode())
+        await pc.wait_for_marks(marks, warm, pc.WORKER_READY_TIMEOUT_S, worker)
+        await asyncio.sleep(0.5)
+
+        commit_ts: dict[str, float] = {}
+        call_s: list[float] = []
+        t0 = time.monotonic()
+        for i in range(args.latency_jobs):
+            delay = t0 + i * pc.LATENCY_GAP_S - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            key = str(i)
+            c0 = time.time()
+            await q.enqueue("lat", key.encode())  # autocommit: returns after COMMIT
+            commit_ts[key] = time.time()
+            call_s.append(commit_ts[key] - c0)
+        got = await pc.wait_for_marks(marks, commit_ts.keys(), args.timeout, worker)
+        res = pc.latency_summary(commit_ts, got, call_s)
+        res["worker"] = {"process": "separate (pgqueuer.run)", "batch_size": WORKER_BATCH_SIZE}
+        return res
+    finally:
+        if worker is not None:
+            worker.stop()
+            worker.cleanup()
+        await conn.close()
+        os.unlink(marks)
+
+
+async def main() -> int:
+    args = pc.parse_args(PEER)
+    server_dsn = pc.normalize_dsn(args.dsn)
+    dbname = pc.fresh_db_name(PEER)
+    db_dsn = pc.dsn_with_db(server_dsn, dbname)
+    result = {"peer": PEER, "version": pgq_version(), "workload": args.workload}
+    await create_db(server_dsn, dbname)
+    try:
+        if args.workload == "drain":
+            result["jobs"] = args.jobs
+            result.update(await run_drain(args, db_dsn))
+        else:
+            result["latency_jobs"] = args.latency_jobs
+            result.update(await run_latency(args, db_dsn))
+    finally:
+        if args.keep_db:
+            pc.log(f"keeping database {dbname}")
+        else:
+            await drop_db(server_dsn, dbname)
+    result["database"] = dbname
+    pc.emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    if "--as-worker" in sys.argv[1:]:
+        sys.exit(worker_main())
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,3 @@
+"""pgcue: a PostgreSQL-native job queue service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,83 @@
+"""The only module that executes SQL.
+
+Each statement lives in service/sql/<verb>_<noun>.sql, is read once, and runs unchanged
+on asyncpg or on psycopg (whose RawCursor takes the same `$1` placeholders).
+
+Statements name their schema `pgcue` (objects `pgcue.<name>`) and their notification
+channels `pgcue_wake`, `pgcue_cancel`, `pgcue_events`. When PGCUE_SCHEMA names another
+schema, qualify() rewrites exactly those words once at load time; the schema name is checked to be a plain identifier first
+(service.config), so nothing from a request ever reaches SQL text.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import asyncpg
+import psycopg
+from psycopg.rows import dict_row
+
+_TOKEN = re.compile(r"\bpgcue(?:(?=_(?:wake|cancel|events)\b)|\b)")
+
+
+def qualify(sql: str, schema: str) -> str:
+    """Point a statement written for schema `pgcue` at `schema`."""
+    return sql if schema == "pgcue" else _TOKEN.sub(schema, sql)
+
+
+def channel(schema: str, name: str) -> str:
+    """The NOTIFY channel `name` (wake, cancel, events) of a schema."""
+    return f"{schema}_{name}"
+
+
+class Sql:
+    """The statements of service/sql/, qualified for one schema."""
+
+    def __init__(self, schema: str = "pgcue") -> None:
+        self.schema = schema
+        folder = resources.files("service") / "sql"
+        self._text = {
+            entry.name.removesuffix(".sql"): qualify(entry.read_text(), schema)
+            for entry in folder.iterdir()
+            if entry.name.endswith(".sql")
+        }
+
+    def __getitem__(self, name: str) -> str:
+        try:
+            return self._text[name]
+        except KeyError:
+            raise KeyError(f"no statement service/sql/{name}.sql") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._text)
+
+    # asyncpg
+    async def fetch(self, conn: asyncpg.Connection | asyncpg.Pool, name: str, *args: Any) -> list[asyncpg.Record]:
+        return await conn.fetch(self[name], *args)
+
+    async def fetchrow(self, conn: asyncpg.Connection | asyncpg.Pool, name: str, *args: Any) -> asyncpg.Record | None:
+        return await conn.fetchrow(self[name], *args)
+
+    async def execute(self, conn: asyncpg.Connection | asyncpg.Pool, name: str, *args: Any) -> str:
+        return await conn.execute(self[name], *args)
+
+    # psycopg
+    def fetch_sync(self, conn: psycopg.Connection[Any], name: str, *args: Any) -> list[dict[str, Any]]:
+        with psycopg.RawCursor(conn, row_factory=dict_row) as cur:
+            cur.execute(self[name], list(args))
+            return cur.fetchall() if cur.description else []
+
+
+@cache
+def sql_for(schema: str) -> Sql:
+    """The statements for `schema`, loaded once per process."""
+    return Sql(schema)
+
+
+def run_script_sync(conn: psycopg.Connection[Any], script: str) -> None:
+    """Run a multi-statement script (a migration file) on psycopg, as it stands."""
+    with conn.cursor() as cur:
+        cur.execute(script.encode())

@@ -1,0 +1,29 @@
+-- complete_jobs: record successful attempts, many at once (the worker's batched completer).
+-- params: $1 ids uuid[], $2 attempts int[], $3 results text[] (JSON or NULL), $4 result paths text[]
+-- Fenced: a row changes only if it is still running the attempt the worker claimed, so a
+-- worker whose lease was lost changes nothing. A job whose cancellation was requested
+-- ends `cancelled`, never `completed`, and keeps no result.
+-- returns: the rows that changed, with their final state.
+WITH done AS (
+    UPDATE pgcue.jobs j
+    SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'completed' END,
+        result = CASE WHEN j.cancel_requested THEN NULL ELSE c.result::jsonb END,
+        result_path = CASE WHEN j.cancel_requested THEN NULL ELSE c.result_path END,
+        error_message = CASE WHEN j.cancel_requested THEN 'Job cancelled by user request' END,
+        progress = CASE WHEN j.cancel_requested THEN j.progress ELSE 100 END,
+        completed_at = now(),
+        updated_at = now(),
+        locked_by = NULL,
+        lease_expires_at = NULL
+    FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[]) AS c(id, attempt, result, result_path)
+    WHERE j.id = c.id AND j.attempts = c.attempt AND j.state = 'running'
+    RETURNING j.id, j.channel_id, j.owner_id, j.state, j.attempts, j.result_path, j.error_message
+), events AS (
+    INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
+    SELECT id, channel_id, owner_id, 'job:status',
+           jsonb_build_object('state', state, 'attempt', attempts,
+                              'resultPath', result_path, 'errorMessage', error_message)
+    FROM done
+)
+SELECT d.id, d.state, (SELECT pg_notify('pgcue_events', '')) IS NULL AS notified
+FROM done d;

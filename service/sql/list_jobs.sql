@@ -1,0 +1,12 @@
+-- list_jobs: jobs newest first, optionally filtered, with keyset pagination.
+-- params: $1 channel_id text, $2 type text, $3 state text (each NULL = any),
+--         $4 cursor created_at timestamptz, $5 cursor id uuid (both NULL = from the top),
+--         $6 limit int
+-- plan: with a channel, jobs_channel_idx from the cursor down, filtering type and state.
+SELECT * FROM pgcue.jobs
+WHERE ($1::text IS NULL OR channel_id = $1)
+  AND ($2::text IS NULL OR type = $2)
+  AND ($3::text IS NULL OR state = $3)
+  AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $6;

@@ -1,0 +1,1 @@
+"""pgcue workers: the runtime that claims and runs jobs, and the job types."""

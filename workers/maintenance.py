@@ -1,0 +1,68 @@
+"""Rescuer and pruner, run by one process of the fleet at a time.
+
+Every worker (and the API) runs this loop; the one that takes a session-level advisory
+lock on its own connection leads, the others retry now and then. If the leader dies, its
+connection closes, the lock goes with it and another process takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import structlog
+
+from service import db
+from service.config import Settings
+from service.queue import Queue
+
+log = structlog.get_logger("pgcue.maintenance")
+
+
+class Maintenance:
+    def __init__(self, settings: Settings, queue: Queue) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.leading = False
+
+    async def run(self) -> None:
+        s = self.settings
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await db.connect(s, application_name="pgcue-maintenance")
+                while not await self._try_lead(conn):
+                    await asyncio.sleep(s.rescue_interval)
+                self.leading = True
+                log.info("leading maintenance")
+                await self._lead(conn)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if self.leading:
+                    log.warning("maintenance leadership lost", error=str(exc))
+                await asyncio.sleep(s.rescue_interval)
+            finally:
+                self.leading = False
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+
+    async def _try_lead(self, conn: asyncpg.Connection) -> bool:
+        row = await self.queue.sql.fetchrow(conn, "try_maintenance_lock")
+        return bool(row and row["acquired"])
+
+    async def _lead(self, conn: asyncpg.Connection) -> None:
+        s = self.settings
+        next_prune = time.monotonic()
+        while not conn.is_closed():
+            rescued = await self.queue.rescue()
+            if rescued:
+                log.warning("rescued jobs whose lease expired", jobs=len(rescued),
+                            states={r["state"] for r in rescued})
+            if time.monotonic() >= next_prune:
+                pruned = await self.queue.prune(s.retention_seconds)
+                if pruned:
+                    log.info("pruned finished jobs", jobs=pruned)
+                next_prune = time.monotonic() + s.prune_interval
+            # The lock lives on this connection: a cheap round trip proves we still hold it.
+            await self.queue.sql.execute(conn, "ping")
+            await asyncio.sleep(s.rescue_interval)

@@ -1,0 +1,1 @@
+"""Job types shipped with pgcue, one module each."""
