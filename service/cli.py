@@ -54,6 +54,7 @@ async def _with_queue(settings: Settings, fn: Callable[[Queue], Coroutine[Any, A
 
 # --- commands ----------------------------------------------------------------------------
 
+
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from service import migrate
 
@@ -92,8 +93,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from service.api.app import create_app
 
     _check_schema(settings)
-    uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level="warning",
+        access_log=False,
+    )
     return 0
 
 
@@ -108,8 +114,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(exc.args[0]) from None
     missing = [s.name for s in specs if s.handler is None]
     if missing:
-        raise CliError(f"no handler for job type(s) {', '.join(missing)}: import the module that registers "
-                       "it with --import or PGCUE_IMPORTS")
+        raise CliError(
+            f"no handler for job type(s) {', '.join(missing)}: import the module that registers "
+            "it with --import or PGCUE_IMPORTS"
+        )
     _check_schema(settings)
     memory = args.memory_mb
     if memory is None and not args.no_memory_limit and len(specs) == 1:
@@ -169,7 +177,7 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         if action == "get":
             return _job_out(await queue.get(_job_id(args.id)))
         if action == "list":
-            jobs = await queue.list(channel_id=args.channel, type=args.type, state=args.state, limit=args.limit)
+            jobs = await queue.list_jobs(channel_id=args.channel, type=args.type, state=args.state, limit=args.limit)
             return [_job_out(j) for j in jobs]
         if action == "cancel":
             return _job_out(await queue.cancel(_job_id(args.id)))
@@ -209,9 +217,16 @@ def _new_job(args: argparse.Namespace) -> NewJob:
             raise CliError("--run-at needs a time zone (e.g. a trailing Z for UTC)")
     elif args.delay:
         run_at = datetime.now(UTC) + timedelta(seconds=args.delay)
-    return NewJob(type=args.type, channel_id=args.channel, payload=payload, owner_id=args.owner,
-                  priority=args.priority, run_at=run_at, max_attempts=args.max_attempts,
-                  idempotency_key=args.key)
+    return NewJob(
+        type=args.type,
+        channel_id=args.channel,
+        payload=payload,
+        owner_id=args.owner,
+        priority=args.priority,
+        run_at=run_at,
+        max_attempts=args.max_attempts,
+        idempotency_key=args.key,
+    )
 
 
 async def _wait_finished(settings: Settings, queue: Queue, job_id: uuid.UUID, timeout: float) -> Job:
@@ -238,14 +253,21 @@ async def _wait_finished(settings: Settings, queue: Queue, job_id: uuid.UUID, ti
 
 # --- argument parsing --------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pgcue", description="A PostgreSQL-native job queue.")
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("migrate", help="apply database migrations (idempotent)")
     m.add_argument("--check", action="store_true", help="only check that the schema is current")
-    m.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                   help="also register the job types of MODULE")
+    m.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="also register the job types of MODULE",
+    )
     m.set_defaults(fn=cmd_migrate)
 
     s = sub.add_parser("serve", help="run the HTTP API")

@@ -48,18 +48,36 @@ def _private_cluster(data: Path, bindir: Path, port: int = 54329) -> str:
         shutil.chown(sockdir, "postgres")
         run_as = ["runuser", "-u", "postgres", "--"]
     if not (pgdata / "PG_VERSION").exists():
-        subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust"],
-                       check=True, stdout=subprocess.DEVNULL, env=env)
+        subprocess.run(
+            [*run_as, str(bindir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            env=env,
+        )
     if not _port_open("127.0.0.1", port):
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(data / "pg.log"), "-w",
-                        "-o", f"-p {port} -k {sockdir} -c listen_addresses=127.0.0.1", "start"],
-                       check=True, stdout=subprocess.DEVNULL, env=env)
+        subprocess.run(
+            [
+                *run_as,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(pgdata),
+                "-l",
+                str(data / "pg.log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {sockdir} -c listen_addresses=127.0.0.1",
+                "start",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            env=env,
+        )
     return f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
 
 def _pgserver(data: Path) -> str:
     try:
-        import pgserver  # type: ignore[import-not-found]
+        import pgserver
     except ImportError as exc:
         raise NoDatabase(
             "no PostgreSQL found: set DATABASE_URL, install PostgreSQL, or `pip install pgserver`"

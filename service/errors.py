@@ -17,7 +17,9 @@ class InvalidTransition(PgcueError):
     """The job's state does not allow the action (cancel a completed job, retry a queued one)."""
 
     def __init__(self, job_id: object, state: str, action: str, allowed: str) -> None:
-        super().__init__(f"cannot {action} job {job_id}: it is {state}; only {allowed} jobs can be {action_past(action)}")
+        super().__init__(
+            f"cannot {action} job {job_id}: it is {state}; only {allowed} jobs can be {action_past(action)}"
+        )
         self.job_id = job_id
         self.state = state
         self.action = action

@@ -5,8 +5,9 @@ on asyncpg or on psycopg (whose RawCursor takes the same `$1` placeholders).
 
 Statements name their schema `pgcue` (objects `pgcue.<name>`) and their notification
 channels `pgcue_wake`, `pgcue_cancel`, `pgcue_events`. When PGCUE_SCHEMA names another
-schema, qualify() rewrites exactly those words once at load time; the schema name is checked to be a plain identifier first
-(service.config), so nothing from a request ever reaches SQL text.
+schema, qualify() rewrites exactly those words once at load time; the schema name is
+checked to be a plain identifier first (service.config), so nothing from a request ever
+reaches SQL text.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
@@ -27,7 +27,7 @@ _encode = msgspec.json.Encoder().encode
 MAX_PRIORITY = 1000
 FINISHED = ("completed", "failed", "cancelled")
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +116,9 @@ def _resolve_ids(
     return out
 
 
-def _missing_keys(jobs: Sequence[NewJob], ids: list[uuid.UUID], inserted: set[uuid.UUID]) -> tuple[list[Any], list[Any]]:
+def _missing_keys(
+    jobs: Sequence[NewJob], ids: list[uuid.UUID], inserted: set[uuid.UUID]
+) -> tuple[list[Any], list[Any]]:
     owners, keys = [], []
     for job, new_id in zip(jobs, ids, strict=True):
         if new_id not in inserted:
@@ -172,11 +174,13 @@ class Queue:
             raise JobNotFound(job_id)
         return rows[0]
 
-    async def get_many(self, job_ids: Sequence[uuid.UUID | str], *, conn: asyncpg.Connection | None = None) -> list[Job]:
+    async def get_many(
+        self, job_ids: Sequence[uuid.UUID | str], *, conn: asyncpg.Connection | None = None
+    ) -> list[Job]:
         rows = await self.sql.fetch(conn or self.pool, "get_jobs", [_as_uuid(i) for i in job_ids])
         return [Job.from_row(row) for row in rows]
 
-    async def list(
+    async def list_jobs(
         self,
         *,
         channel_id: str | None = None,
@@ -207,17 +211,24 @@ class Queue:
         rows = await self.sql.fetch(self.pool, "claim_jobs", job_type, limit, worker_id, float(lease_seconds))
         return [
             ClaimedJob(
-                id=r["id"], type=r["type"], channel_id=r["channel_id"], owner_id=r["owner_id"],
-                priority=r["priority"], payload=r["payload"], attempts=r["attempts"],
-                max_attempts=r["max_attempts"], cancel_requested=r["cancel_requested"], stage=r["stage"],
-                created_at=r["created_at"], run_at=r["run_at"], started_at=r["started_at"],
+                id=r["id"],
+                type=r["type"],
+                channel_id=r["channel_id"],
+                owner_id=r["owner_id"],
+                priority=r["priority"],
+                payload=r["payload"],
+                attempts=r["attempts"],
+                max_attempts=r["max_attempts"],
+                cancel_requested=r["cancel_requested"],
+                stage=r["stage"],
+                created_at=r["created_at"],
+                run_at=r["run_at"],
+                started_at=r["started_at"],
             )
             for r in rows
         ]
 
-    async def heartbeat(
-        self, worker_id: str, leases: Sequence[tuple[uuid.UUID, int, float]]
-    ) -> dict[uuid.UUID, bool]:
+    async def heartbeat(self, worker_id: str, leases: Sequence[tuple[uuid.UUID, int, float]]) -> dict[uuid.UUID, bool]:
         """Extend the leases of the jobs a worker holds; returns {job id: cancel requested}
         for the jobs it still holds. A job missing from the answer was lost."""
         ids = [lease[0] for lease in leases]
@@ -231,8 +242,10 @@ class Queue:
         if not items:
             return {}
         rows = await self.sql.fetch(
-            self.pool, "complete_jobs",
-            [c.job_id for c in items], [c.attempt for c in items],
+            self.pool,
+            "complete_jobs",
+            [c.job_id for c in items],
+            [c.attempt for c in items],
             [None if c.result is None else json_text(c.result, "result") for c in items],
             [c.result_path for c in items],
         )
@@ -243,9 +256,13 @@ class Queue:
         if not items:
             return {}
         rows = await self.sql.fetch(
-            self.pool, "fail_jobs",
-            [f.job_id for f in items], [f.attempt for f in items],
-            [_clean_text(f.error) for f in items], [f.kind for f in items], [f.retry_in for f in items],
+            self.pool,
+            "fail_jobs",
+            [f.job_id for f in items],
+            [f.attempt for f in items],
+            [_clean_text(f.error) for f in items],
+            [f.kind for f in items],
+            [f.retry_in for f in items],
         )
         return {row["id"]: row["state"] for row in rows}
 
@@ -267,9 +284,16 @@ class Queue:
                 ev_kinds.append(kind)
                 ev_data.append(data.decode())
         rows = await self.sql.fetch(
-            self.pool, "record_progress",
-            [r.job_id for r in reports], [r.attempt for r in reports], [r.progress for r in reports],
-            [r.message for r in reports], [r.stage for r in reports], ev_ids, ev_kinds, ev_data,
+            self.pool,
+            "record_progress",
+            [r.job_id for r in reports],
+            [r.attempt for r in reports],
+            [r.progress for r in reports],
+            [r.message for r in reports],
+            [r.stage for r in reports],
+            ev_ids,
+            ev_kinds,
+            ev_data,
         )
         return {row["id"] for row in rows}
 
@@ -339,11 +363,21 @@ def _clean_text(text: str, limit: int = 4000) -> str:
 
 
 def _type_columns(types: Sequence[JobType]) -> list[list[Any]]:
-    fields = ("name", "plan", "concurrency", "memory_mb", "lease_seconds", "timeout_seconds", "max_attempts", "description")
+    fields = (
+        "name",
+        "plan",
+        "concurrency",
+        "memory_mb",
+        "lease_seconds",
+        "timeout_seconds",
+        "max_attempts",
+        "description",
+    )
     return [[getattr(t, f) for t in types] for f in fields]
 
 
 # --- enqueue from synchronous code (psycopg), inside the caller's transaction ----------
+
 
 def enqueue_many_sync(conn: psycopg.Connection[Any], jobs: Sequence[NewJob], schema: str = "pgcue") -> list[uuid.UUID]:
     """Enqueue many jobs on a psycopg connection; joins the caller's transaction if one is open."""

@@ -47,8 +47,15 @@ def _drop(dbname: str) -> None:
 
 
 def test_settings(dsn: str, **overrides: Any) -> Settings:
-    base = dict(database_url=dsn, poll_interval=0.5, rescue_interval=0.5, report_interval=0.05,
-                retry_base_seconds=0.1, shutdown_grace=5.0, log_format="json")
+    base = dict(
+        database_url=dsn,
+        poll_interval=0.5,
+        rescue_interval=0.5,
+        report_interval=0.05,
+        retry_base_seconds=0.1,
+        shutdown_grace=5.0,
+        log_format="json",
+    )
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
 
@@ -83,8 +90,9 @@ def database(template_db: str) -> Iterator[str]:
     """A fresh database cloned from the template; its DSN."""
     name = f"pgcue_test_{uuid.uuid4().hex[:12]}"
     with _admin() as conn:
-        conn.execute(psql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            psql.Identifier(name), psql.Identifier(template_db)))
+        conn.execute(
+            psql.SQL("CREATE DATABASE {} TEMPLATE {}").format(psql.Identifier(name), psql.Identifier(template_db))
+        )
     try:
         yield dsn_for(name)
     finally:
@@ -111,6 +119,7 @@ async def queue(pool: asyncpg.Pool) -> Queue:
 
 
 # --- waiting on the database, woken by its notifications ------------------------------------
+
 
 class Watcher:
     """Waits for job states, woken by the `events` notifications, re-reading at most every
@@ -150,7 +159,10 @@ class Watcher:
     async def states(self, ids: Sequence[uuid.UUID], wanted: set[str] = FINISHED, timeout: float = 20.0) -> None:
         await self.until(
             "SELECT count(*) = $2 FROM pgcue.jobs WHERE id = ANY($1::uuid[]) AND state = ANY($3::text[])",
-            list(ids), len(ids), sorted(wanted), timeout=timeout,
+            list(ids),
+            len(ids),
+            sorted(wanted),
+            timeout=timeout,
         )
 
 
@@ -165,25 +177,36 @@ async def watcher(settings: Settings) -> AsyncIterator[Watcher]:
 
 # --- real worker processes ---------------------------------------------------------------
 
+
 class WorkerProcess:
     """`pgcue worker` in a subprocess; its JSON log lines are collected as they come."""
 
-    def __init__(self, settings: Settings, types: list[str], trace_dir: Path, extra: Sequence[str] = (),
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        types: list[str],
+        trace_dir: Path,
+        extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         argv = [sys.executable, "-m", "service.cli", "worker", "--import", "tests.jobtypes", *extra]
         for t in types:
             argv += ["--type", t]
         environ = dict(os.environ)
-        environ.update({
-            "PGCUE_DATABASE_URL": settings.database_url, "PGCUE_SCHEMA": settings.schema,
-            "PGCUE_POLL_INTERVAL": str(settings.poll_interval),
-            "PGCUE_RESCUE_INTERVAL": str(settings.rescue_interval),
-            "PGCUE_REPORT_INTERVAL": str(settings.report_interval),
-            "PGCUE_RETRY_BASE_SECONDS": str(settings.retry_base_seconds),
-            "PGCUE_SHUTDOWN_GRACE": str(settings.shutdown_grace),
-            "PGCUE_LOG_FORMAT": "json", "PGCUE_LOG_LEVEL": "info",
-            "PGCUE_TEST_TRACE_DIR": str(trace_dir),
-        })
+        environ.update(
+            {
+                "PGCUE_DATABASE_URL": settings.database_url,
+                "PGCUE_SCHEMA": settings.schema,
+                "PGCUE_POLL_INTERVAL": str(settings.poll_interval),
+                "PGCUE_RESCUE_INTERVAL": str(settings.rescue_interval),
+                "PGCUE_REPORT_INTERVAL": str(settings.report_interval),
+                "PGCUE_RETRY_BASE_SECONDS": str(settings.retry_base_seconds),
+                "PGCUE_SHUTDOWN_GRACE": str(settings.shutdown_grace),
+                "PGCUE_LOG_FORMAT": "json",
+                "PGCUE_LOG_LEVEL": "info",
+                "PGCUE_TEST_TRACE_DIR": str(trace_dir),
+            }
+        )
         environ.update(env or {})
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=environ, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
         self.lines: list[dict[str, Any]] = []
@@ -217,7 +240,9 @@ class WorkerProcess:
                         return line
                 left = deadline - time.monotonic()
                 if left <= 0 or self.eof:
-                    raise AssertionError(f"worker did not log {event!r} within {timeout}s; log:\n" + "\n".join(self.raw[-30:]))
+                    raise AssertionError(
+                        f"worker did not log {event!r} within {timeout}s; log:\n" + "\n".join(self.raw[-30:])
+                    )
                 self._cond.wait(min(left, 0.5))
 
     async def started(self, timeout: float = 20.0) -> WorkerProcess:
@@ -247,8 +272,12 @@ def trace_dir(tmp_path: Path) -> Path:
 def spawn_worker(settings: Settings, trace_dir: Path) -> Iterator[Any]:
     procs: list[WorkerProcess] = []
 
-    def spawn(*types: str, extra: Sequence[str] = (), env: dict[str, str] | None = None,
-              settings_override: Settings | None = None) -> WorkerProcess:
+    def spawn(
+        *types: str,
+        extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        settings_override: Settings | None = None,
+    ) -> WorkerProcess:
         proc = WorkerProcess(settings_override or settings, list(types), trace_dir, extra, env)
         procs.append(proc)
         return proc

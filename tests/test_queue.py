@@ -62,6 +62,7 @@ async def test_bulk_enqueue_of_10000_is_one_round_trip(queue: Queue, pool: async
         await queue.enqueue_many([job()], conn=conn)  # asyncpg introspects the array types once
         conn.add_query_logger(lambda q: statements.append(q.query))
         ids = await queue.enqueue_many([job(payload={"n": i}) for i in range(10_000)], conn=conn)
+        await asyncio.sleep(0)  # asyncpg calls query loggers with call_soon: let it run
         assert len(statements) == 1 and "INSERT INTO pgcue.jobs" in statements[0]
     assert len(set(ids)) == 10_000
     assert await pool.fetchval("SELECT count(*) FROM pgcue.jobs WHERE state = 'queued'") == 10_001
@@ -274,11 +275,19 @@ async def test_report_writes_progress_stage_and_output_events(queue: Queue, pool
 
     j = await queue.enqueue(job())
     (c,) = await queue.claim("echo", 1, W, 30)
-    held = await queue.report([
-        Report(c.id, c.attempts, 40, "rendering", "draft",
-               (("stage:updated", b'{"stage":"draft"}'), ("job:output", b'{"text":"hello"}'))),
-        Report(uuid.uuid4(), 1, 10),
-    ])
+    held = await queue.report(
+        [
+            Report(
+                c.id,
+                c.attempts,
+                40,
+                "rendering",
+                "draft",
+                (("stage:updated", b'{"stage":"draft"}'), ("job:output", b'{"text":"hello"}')),
+            ),
+            Report(uuid.uuid4(), 1, 10),
+        ]
+    )
     assert held == {c.id}
     got = await queue.get(j.id)
     assert (got.progress, got.progress_message, got.stage) == (40, "rendering", "draft")

@@ -128,7 +128,9 @@ class JobContext:
                 ("job:output", _encode({"text": text[i : i + OUTPUT_CHUNK]})) for i in range(0, len(text), OUTPUT_CHUNK)
             )
         if self.pending_progress is not None:
-            events.append(("job:progress", _encode({"progress": self.pending_progress, "message": self.pending_message})))
+            events.append(
+                ("job:progress", _encode({"progress": self.pending_progress, "message": self.pending_message}))
+            )
         taken = (self.pending_progress, self.pending_message, self.pending_stage, tuple(events))
         self.pending_progress = self.pending_message = self.pending_stage = None
         self.pending_events = []

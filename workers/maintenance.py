@@ -56,8 +56,7 @@ class Maintenance:
         while not conn.is_closed():
             rescued = await self.queue.rescue()
             if rescued:
-                log.warning("rescued jobs whose lease expired", jobs=len(rescued),
-                            states={r["state"] for r in rescued})
+                log.warning("rescued jobs whose lease expired", jobs=len(rescued), states={r["state"] for r in rescued})
             if time.monotonic() >= next_prune:
                 pruned = await self.queue.prune(s.retention_seconds)
                 if pruned:

@@ -39,9 +39,14 @@ class TypeSpec:
 
     def row(self) -> JobType:
         return JobType(
-            name=self.name, plan=self.plan, concurrency=self.concurrency, memory_mb=self.memory_mb,
-            lease_seconds=self.lease_seconds, timeout_seconds=self.timeout_seconds,
-            max_attempts=self.max_attempts, description=self.description,
+            name=self.name,
+            plan=self.plan,
+            concurrency=self.concurrency,
+            memory_mb=self.memory_mb,
+            lease_seconds=self.lease_seconds,
+            timeout_seconds=self.timeout_seconds,
+            max_attempts=self.max_attempts,
+            description=self.description,
         )
 
 
@@ -52,24 +57,79 @@ _HOUR = 3600
 STUDIO_TYPES: dict[str, TypeSpec] = {
     spec.name: spec
     for spec in (
-        TypeSpec("orchestrate", plan="paid", concurrency=1, memory_mb=4096, lease_seconds=_HOUR,
-                 timeout_seconds=24 * _HOUR, description="multi-stage pipeline orchestration with quality gates"),
-        TypeSpec("idea", plan="paid", concurrency=2, memory_mb=2048, timeout_seconds=30 * _MIN,
-                 description="AI idea generation"),
-        TypeSpec("proposals", plan="paid", concurrency=2, memory_mb=2048, timeout_seconds=30 * _MIN,
-                 description="AI proposal generation and scoring"),
-        TypeSpec("fact-check", plan="paid", concurrency=2, memory_mb=2048, timeout_seconds=30 * _MIN,
-                 description="content fact-checking"),
-        TypeSpec("humanize", plan="paid", concurrency=2, memory_mb=2048, timeout_seconds=30 * _MIN,
-                 description="text humanization"),
-        TypeSpec("discover", plan="paid", concurrency=2, memory_mb=2048, timeout_seconds=30 * _MIN,
-                 description="research with progressive filtering"),
-        TypeSpec("tts", plan="free", concurrency=2, memory_mb=1024, timeout_seconds=30 * _MIN,
-                 description="text-to-speech rendering and merge"),
-        TypeSpec("resource-download", plan="free", concurrency=3, memory_mb=1024, timeout_seconds=30 * _MIN,
-                 description="asset downloading"),
-        TypeSpec("render", plan="paid", concurrency=1, memory_mb=8192, timeout_seconds=2 * _HOUR,
-                 description="composition to MP4 export"),
+        TypeSpec(
+            "orchestrate",
+            plan="paid",
+            concurrency=1,
+            memory_mb=4096,
+            lease_seconds=_HOUR,
+            timeout_seconds=24 * _HOUR,
+            description="multi-stage pipeline orchestration with quality gates",
+        ),
+        TypeSpec(
+            "idea",
+            plan="paid",
+            concurrency=2,
+            memory_mb=2048,
+            timeout_seconds=30 * _MIN,
+            description="AI idea generation",
+        ),
+        TypeSpec(
+            "proposals",
+            plan="paid",
+            concurrency=2,
+            memory_mb=2048,
+            timeout_seconds=30 * _MIN,
+            description="AI proposal generation and scoring",
+        ),
+        TypeSpec(
+            "fact-check",
+            plan="paid",
+            concurrency=2,
+            memory_mb=2048,
+            timeout_seconds=30 * _MIN,
+            description="content fact-checking",
+        ),
+        TypeSpec(
+            "humanize",
+            plan="paid",
+            concurrency=2,
+            memory_mb=2048,
+            timeout_seconds=30 * _MIN,
+            description="text humanization",
+        ),
+        TypeSpec(
+            "discover",
+            plan="paid",
+            concurrency=2,
+            memory_mb=2048,
+            timeout_seconds=30 * _MIN,
+            description="research with progressive filtering",
+        ),
+        TypeSpec(
+            "tts",
+            plan="free",
+            concurrency=2,
+            memory_mb=1024,
+            timeout_seconds=30 * _MIN,
+            description="text-to-speech rendering and merge",
+        ),
+        TypeSpec(
+            "resource-download",
+            plan="free",
+            concurrency=3,
+            memory_mb=1024,
+            timeout_seconds=30 * _MIN,
+            description="asset downloading",
+        ),
+        TypeSpec(
+            "render",
+            plan="paid",
+            concurrency=1,
+            memory_mb=8192,
+            timeout_seconds=2 * _HOUR,
+            description="composition to MP4 export",
+        ),
     )
 }
 

@@ -187,8 +187,13 @@ class Worker:
         self.completer = Completer(self.queue)
         await self.queue.register_types([spec.row() for spec in self.specs.values()])
         await self.queue.sql.execute(
-            self.pool, "register_worker", self.worker_id, socket.gethostname(), os.getpid(),
-            sorted(self.specs), sum(self.limits.values()),
+            self.pool,
+            "register_worker",
+            self.worker_id,
+            socket.gethostname(),
+            os.getpid(),
+            sorted(self.specs),
+            sum(self.limits.values()),
         )
         background = [
             asyncio.create_task(self._listen(), name="listener"),
@@ -198,7 +203,9 @@ class Worker:
         ]
         if self.with_maintenance:
             background.append(asyncio.create_task(Maintenance(s, self.queue).run(), name="maintenance"))
-        producers = [asyncio.create_task(self._produce(spec), name=f"claim:{name}") for name, spec in self.specs.items()]
+        producers = [
+            asyncio.create_task(self._produce(spec), name=f"claim:{name}") for name, spec in self.specs.items()
+        ]
         self.log.info("worker started", types=sorted(self.specs), concurrency=self.limits)
         try:
             await self._stop.wait()
@@ -394,7 +401,7 @@ class Worker:
             closed = asyncio.Event()
             try:
                 conn = await db.connect(self.settings, application_name="pgcue-worker-listen")
-                conn.add_termination_listener(lambda _c: closed.set())
+                conn.add_termination_listener(lambda _c, lost=closed: lost.set())
                 await conn.add_listener(self._chan_wake, self._on_notify)
                 await conn.add_listener(self._chan_cancel, self._on_notify)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

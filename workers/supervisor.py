@@ -65,7 +65,7 @@ def run_children(children: list[Child], env: dict[str, str] | None = None) -> in
             # Crashed: restart, backing off if it keeps crashing soon after start.
             ran = time.monotonic() - child.started
             child.restarts = 0 if ran > 60 else child.restarts + 1
-            delay = min(RESTART_BACKOFF_MAX, 0.5 * 2 ** child.restarts) if child.restarts else 0
+            delay = min(RESTART_BACKOFF_MAX, 0.5 * 2**child.restarts) if child.restarts else 0
             print(f"pgcue: {child.name} exited with {code}; restarting in {delay:g}s", file=sys.stderr, flush=True)
             time.sleep(delay)
             child.start(env)
@@ -86,6 +86,8 @@ def run_dev_stack(settings: Settings, types: list[str]) -> int:
     children = [Child("api", _cli("serve"))]
     children += [Child(f"worker {name}", _cli("worker", "--type", name)) for name in types]
     print(f"pgcue: API on http://{settings.host}:{settings.port}  (workers: {', '.join(types)})", flush=True)
-    print("pgcue: try  .venv/bin/pgcue jobs enqueue --type echo --channel demo --payload '{\"hi\":1}' --wait 10",
-          flush=True)
+    print(
+        "pgcue: try  .venv/bin/pgcue jobs enqueue --type echo --channel demo --payload '{\"hi\":1}' --wait 10",
+        flush=True,
+    )
     return run_children(children, env)

@@ -15,8 +15,13 @@ async def echo(ctx: JobContext) -> Any:
     return ctx.payload
 
 
-@job_type("sleep", concurrency=10, lease_seconds=30, timeout_seconds=3600,
-          description="sleeps payload.seconds in steps, reporting progress and honouring cancel")
+@job_type(
+    "sleep",
+    concurrency=10,
+    lease_seconds=30,
+    timeout_seconds=3600,
+    description="sleeps payload.seconds in steps, reporting progress and honouring cancel",
+)
 async def sleep(ctx: JobContext) -> Any:
     """Sleeps `seconds` (default 1) in `steps` (default 10) steps, with a checkpoint and
     a progress report between steps."""
