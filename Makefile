@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup run test bench lint db migrate clean
+.PHONY: setup run test bench lint db migrate clean schema-snapshot
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,3 +33,6 @@ db: setup  ## apply migrations to the configured database
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+
+schema-snapshot: setup  ## regenerate tests/schema_snapshot.sql from a replay of migrations/ (review the diff)
+	$(BIN)/python -m tests.snapshot

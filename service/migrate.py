@@ -69,13 +69,12 @@ def migrate(conn: psycopg.Connection[Any], schema: str = "pgcue") -> list[Migrat
     known = {m.version for m in available()}
     for migration in available():
         with conn.transaction():
+            sql.fetch_sync(conn, "lock_migrations")  # first: even CREATE SCHEMA IF NOT EXISTS races
             sql.fetch_sync(conn, "ensure_schema")
-            sql.fetch_sync(conn, "lock_migrations")
             sql.fetch_sync(conn, "ensure_migrations_table")
             have = applied(conn, schema)
-            newer = sorted(set(have) - known)
-            if newer and newer[-1] > max(known):
-                raise SchemaMismatch(_too_new(newer[-1], schema))
+            if have and max(have) > max(known):
+                raise SchemaMismatch(_too_new(max(have), schema))
             if migration.version in have:
                 continue
             run_script_sync(conn, migration.text(schema))

@@ -100,6 +100,25 @@ def database(template_db: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_database() -> Iterator[str]:
+    """A new database with nothing of pgcue in it; its DSN."""
+    name = f"pgcue_empty_{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:
+        conn.execute(psql.SQL("CREATE DATABASE {}").format(psql.Identifier(name)))
+    try:
+        yield dsn_for(name)
+    finally:
+        _drop(name)
+
+
+def run_cli(*args: str, dsn: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `pgcue ARGS` as a user would; bounded."""
+    environ = dict(os.environ, PGCUE_DATABASE_URL=dsn, PGCUE_LOG_FORMAT="json", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=environ,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
 def settings(database: str) -> Settings:
     return test_settings(database)
 
