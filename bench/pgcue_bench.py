@@ -1,0 +1,220 @@
+"""pgcue's own workloads: drain, pickup latency, bulk and single enqueue, the raw-SQL ceiling.
+
+Each run uses a fresh database on the server given, migrated and dropped afterwards.
+Workers are real `pgcue worker` processes started before the clock starts; the clock
+runs from the enqueue's commit to the last completion (both read from PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import psycopg
+from psycopg import sql as psql
+
+from service import db, migrate
+from service.config import Settings
+from service.models import NewJob
+from service.queue import Queue
+from workers import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _dsn_for(base: str, name: str) -> str:
+    return urlsplit(base)._replace(path=f"/{name}").geturl()
+
+
+@asynccontextmanager
+async def scratch_database(base_dsn: str) -> AsyncIterator[Settings]:
+    """A new migrated database with the bench types registered; dropped on exit."""
+    name = f"bench_pgcue_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base_dsn, autocommit=True) as admin:
+        admin.execute(psql.SQL("CREATE DATABASE {}").format(psql.Identifier(name)))
+    settings = Settings(database_url=_dsn_for(base_dsn, name), log_format="json", log_level="warning")
+    try:
+        with db.connect_sync(settings) as conn:
+            migrate.migrate(conn)
+        registry.load(["bench.jobtypes"])
+        pool = await db.create_pool(settings, min_size=1, max_size=2)
+        try:
+            await Queue(pool).register_types([s.row() for s in registry.all_types()])
+        finally:
+            await pool.close()
+        yield settings
+    finally:
+        with psycopg.connect(base_dsn, autocommit=True) as admin:
+            admin.execute(psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psql.Identifier(name)))
+
+
+class Workers:
+    """`pgcue worker` processes, started and known to be listening before measuring."""
+
+    def __init__(self, settings: Settings, job_type: str, count: int, concurrency: int | None = None) -> None:
+        env = dict(os.environ, PGCUE_DATABASE_URL=settings.database_url, PGCUE_LOG_FORMAT="json",
+                   PGCUE_LOG_LEVEL="info")
+        argv = [sys.executable, "-m", "service.cli", "worker", "--import", "bench.jobtypes", "--type", job_type]
+        if concurrency:
+            argv += ["--concurrency", str(concurrency)]
+        self.procs = [subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+                      for _ in range(count)]
+
+    def wait_started(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            assert proc.stderr is not None
+            while time.monotonic() < deadline:
+                line = proc.stderr.readline()
+                if not line:
+                    raise RuntimeError("worker exited before it started")
+                if b'"worker started"' in line:
+                    break
+            else:
+                raise TimeoutError("worker did not start")
+        # Drain stderr from now on so a chatty worker never blocks on a full pipe.
+        for proc in self.procs:
+            subprocess.Popen(["cat"], stdin=proc.stderr, stdout=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def _wait_all_finished(conn: asyncpg.Connection, total: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        done = await conn.fetchval("SELECT count(*) FROM pgcue.jobs WHERE state = 'completed'")
+        if done >= total:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {done} of {total} jobs completed within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+def _noop_jobs(n: int, job_type: str = "bench-noop") -> list[NewJob]:
+    return [NewJob(type=job_type, channel_id=f"ch-{i % 16}", payload={}) for i in range(n)]
+
+
+async def drain(base_dsn: str, jobs: int, processes: int = 1, concurrency: int | None = None) -> dict[str, Any]:
+    """N no-op jobs enqueued in one call, drained by `processes` worker processes."""
+    async with scratch_database(base_dsn) as settings:
+        workers = Workers(settings, "bench-noop", processes, concurrency)
+        try:
+            await asyncio.to_thread(workers.wait_started)
+            conn = await db.connect(settings)
+            try:
+                t0 = time.perf_counter()
+                await Queue(conn).enqueue_many(_noop_jobs(jobs))
+                enqueue_s = time.perf_counter() - t0
+                committed = await conn.fetchval("SELECT clock_timestamp()")
+                await _wait_all_finished(conn, jobs, timeout=max(120, jobs / 500))
+                last = await conn.fetchval("SELECT max(completed_at) FROM pgcue.jobs")
+            finally:
+                await conn.close()
+        finally:
+            workers.stop()
+    seconds = max((last - committed).total_seconds(), 1e-6)
+    return {"jobs": jobs, "processes": processes, "drain_per_s": jobs / seconds,
+            "enqueue_per_s": jobs / enqueue_s}
+
+
+async def pickup_latency(base_dsn: str, jobs: int = 500, gap: float = 0.01) -> dict[str, Any]:
+    """Idle, listening workers; jobs enqueued one at a time `gap` apart; commit → handler start."""
+    async with scratch_database(base_dsn) as settings:
+        workers = Workers(settings, "bench-latency", 1)
+        try:
+            await asyncio.to_thread(workers.wait_started)
+            conn = await db.connect(settings)
+            queue = Queue(conn)
+            committed: dict[uuid.UUID, float] = {}
+            try:
+                await queue.enqueue_many(_noop_jobs(1, "bench-latency"))  # warm the statement cache
+                await _wait_all_finished(conn, 1, 30)
+                await conn.execute("DELETE FROM pgcue.jobs")
+                for _ in range(jobs):
+                    (job_id,) = await queue.enqueue_many(_noop_jobs(1, "bench-latency"))
+                    committed[job_id] = time.time()
+                    await asyncio.sleep(gap)
+                await _wait_all_finished(conn, jobs, 60)
+                rows = await conn.fetch("SELECT id, result FROM pgcue.jobs")
+            finally:
+                await conn.close()
+        finally:
+            workers.stop()
+    lat = sorted((r["result"]["t"] - committed[r["id"]]) * 1000 for r in rows)
+    return {"jobs": jobs, "p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95), "p99_ms": _pct(lat, 99)}
+
+
+async def enqueue(base_dsn: str, bulk_sizes: tuple[int, ...] = (10_000, 100_000), singles: int = 2000) -> dict[str, Any]:
+    """One bulk call of each size; then single enqueues over one connection."""
+    out: dict[str, Any] = {}
+    async with scratch_database(base_dsn) as settings:
+        conn = await db.connect(settings)
+        queue = Queue(conn)
+        try:
+            await queue.enqueue_many(_noop_jobs(10))  # warm up types and statement cache
+            for size in bulk_sizes:
+                batch = _noop_jobs(size)
+                t0 = time.perf_counter()
+                await queue.enqueue_many(batch)
+                out[f"bulk_{size}_per_s"] = size / (time.perf_counter() - t0)
+            one = _noop_jobs(1)
+            t0 = time.perf_counter()
+            for _ in range(singles):
+                await queue.enqueue_many(one)
+            out["single_per_s"] = singles / (time.perf_counter() - t0)
+        finally:
+            await conn.close()
+    return out
+
+
+async def ceiling(base_dsn: str, jobs: int, batch: int = 100) -> dict[str, Any]:
+    """The same drain in PL/pgSQL: what PostgreSQL itself allows on this machine."""
+    procedure = (Path(__file__).parent / "ceiling.sql").read_text()
+    async with scratch_database(base_dsn) as settings:
+        conn = await db.connect(settings)
+        try:
+            # Jobs inserted plainly (no events): the ceiling's insert rate too.
+            t0 = time.perf_counter()
+            await conn.execute(
+                """INSERT INTO pgcue.jobs (type, channel_id)
+                   SELECT 'bench-noop', 'ch-' || (g % 16) FROM generate_series(1, $1) g""", jobs)
+            insert_s = time.perf_counter() - t0
+            await conn.execute(procedure)
+            t0 = time.perf_counter()
+            await conn.execute(f"CALL public.bench_ceiling_drain({int(batch)})")
+            drain_s = time.perf_counter() - t0
+            left = await conn.fetchval("SELECT count(*) FROM pgcue.jobs WHERE state <> 'completed'")
+            assert left == 0, f"{left} jobs left undrained"
+        finally:
+            await conn.close()
+    return {"jobs": jobs, "drain_per_s": jobs / drain_s, "insert_per_s": jobs / insert_s}
+
+
+def _pct(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = (len(sorted_values) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
