@@ -72,3 +72,11 @@ async def stages(ctx: JobContext) -> Any:
         ctx.output(f"{name} done\n")
     ctx.progress(100, "all stages done")
     return {"stages": 3}
+
+
+@job_type("t-timeout", concurrency=2, lease_seconds=5, timeout_seconds=1, max_attempts=2, retry_base_seconds=0.1)
+async def too_slow(ctx: JobContext) -> Any:
+    """Takes longer than its one-second timeout, every time."""
+    trace("start", ctx)
+    await asyncio.sleep(30)
+    return None

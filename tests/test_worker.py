@@ -155,3 +155,41 @@ async def test_a_worker_under_its_memory_budget_runs_jobs(queue: Queue, spawn_wo
     await spawn_worker("echo", extra=["--memory-mb", "512"]).started()
     (job_id,) = await queue.enqueue_many(jobs("echo"))
     await watcher.states([job_id], {"completed"})
+
+
+async def test_an_attempt_past_its_timeout_fails_and_is_retried(
+    queue: Queue, spawn_worker: Any, watcher: Watcher
+) -> None:
+    await spawn_worker("t-timeout").started()
+    (job_id,) = await queue.enqueue_many(jobs("t-timeout"))
+    await watcher.states([job_id], {"failed"}, timeout=20)
+    job = await queue.get(job_id)
+    assert job.attempts == 2 and [e["kind"] for e in job.errors] == ["timeout", "timeout"]
+    assert job.error_message == "timed out after 1s"
+
+
+async def test_the_supervisor_restarts_a_crashed_worker(database: str, watcher: Watcher, queue: Queue) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = dict(os.environ, PGCUE_DATABASE_URL=database, PGCUE_LOG_FORMAT="json")
+    sup = subprocess.Popen([sys.executable, "-m", "service.cli", "workers", "--import", "tests.jobtypes",
+                            "--type", "t-count", "--type", "t-flaky"], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await watcher.until("SELECT count(*) = 2 FROM pgcue.workers WHERE stopped_at IS NULL")
+        pid = await watcher.conn.fetchval("SELECT pid FROM pgcue.workers WHERE 't-count' = ANY(types)")
+        os.kill(pid, signal.SIGKILL)
+        await watcher.until(
+            "SELECT count(*) = 2 FROM pgcue.workers WHERE 't-count' = ANY(types)", timeout=20)
+        (job_id,) = await queue.enqueue_many(jobs("t-count"))
+        await watcher.states([job_id], {"completed"})
+    finally:
+        sup.terminate()
+        assert sup.wait(30) == 0
+    # Every child was told to stop, and stopped cleanly.
+    assert await watcher.conn.fetchval(
+        "SELECT count(*) FROM pgcue.workers WHERE stopped_at IS NULL AND pid <> $1", pid) == 0
