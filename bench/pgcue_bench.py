@@ -63,13 +63,16 @@ class Workers:
     """`pgcue worker` processes, started and known to be listening before measuring."""
 
     def __init__(self, settings: Settings, job_type: str, count: int, concurrency: int | None = None) -> None:
-        env = dict(os.environ, PGCUE_DATABASE_URL=settings.database_url, PGCUE_LOG_FORMAT="json",
-                   PGCUE_LOG_LEVEL="info")
+        env = dict(
+            os.environ, PGCUE_DATABASE_URL=settings.database_url, PGCUE_LOG_FORMAT="json", PGCUE_LOG_LEVEL="info"
+        )
         argv = [sys.executable, "-m", "service.cli", "worker", "--import", "bench.jobtypes", "--type", job_type]
         if concurrency:
             argv += ["--concurrency", str(concurrency)]
-        self.procs = [subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-                      for _ in range(count)]
+        self.procs = [
+            subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+            for _ in range(count)
+        ]
 
     def wait_started(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -131,8 +134,7 @@ async def drain(base_dsn: str, jobs: int, processes: int = 1, concurrency: int |
         finally:
             workers.stop()
     seconds = max((last - committed).total_seconds(), 1e-6)
-    return {"jobs": jobs, "processes": processes, "drain_per_s": jobs / seconds,
-            "enqueue_per_s": jobs / enqueue_s}
+    return {"jobs": jobs, "processes": processes, "drain_per_s": jobs / seconds, "enqueue_per_s": jobs / enqueue_s}
 
 
 async def pickup_latency(base_dsn: str, jobs: int = 500, gap: float = 0.01) -> dict[str, Any]:
@@ -162,7 +164,9 @@ async def pickup_latency(base_dsn: str, jobs: int = 500, gap: float = 0.01) -> d
     return {"jobs": jobs, "p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95), "p99_ms": _pct(lat, 99)}
 
 
-async def enqueue(base_dsn: str, bulk_sizes: tuple[int, ...] = (10_000, 100_000), singles: int = 2000) -> dict[str, Any]:
+async def enqueue(
+    base_dsn: str, bulk_sizes: tuple[int, ...] = (10_000, 100_000), singles: int = 2000
+) -> dict[str, Any]:
     """One bulk call of each size; then single enqueues over one connection."""
     out: dict[str, Any] = {}
     async with scratch_database(base_dsn) as settings:
@@ -195,7 +199,9 @@ async def ceiling(base_dsn: str, jobs: int, batch: int = 100) -> dict[str, Any]:
             t0 = time.perf_counter()
             await conn.execute(
                 """INSERT INTO pgcue.jobs (type, channel_id)
-                   SELECT 'bench-noop', 'ch-' || (g % 16) FROM generate_series(1, $1) g""", jobs)
+                   SELECT 'bench-noop', 'ch-' || (g % 16) FROM generate_series(1, $1) g""",
+                jobs,
+            )
             insert_s = time.perf_counter() - t0
             await conn.execute(procedure)
             t0 = time.perf_counter()

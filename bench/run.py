@@ -110,15 +110,24 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres",
-                    help="a server where the bench may create and drop databases")
+    ap = argparse.ArgumentParser(
+        prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--dsn",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a server where the bench may create and drop databases",
+    )
     ap.add_argument("--jobs", type=int, default=100_000, help="jobs per drain")
     ap.add_argument("--peer-jobs", type=int, default=20_000, help="jobs per peer drain")
     ap.add_argument("--latency-jobs", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", type=lambda s: s.split(","), default=list(WORKLOADS),
-                    help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    ap.add_argument(
+        "--only",
+        type=lambda s: s.split(","),
+        default=list(WORKLOADS),
+        help=f"comma-separated subset of {','.join(WORKLOADS)}",
+    )
     ap.add_argument("--no-peers", action="store_true")
     args = ap.parse_args(argv)
     unknown = set(args.only) - set(WORKLOADS)
@@ -128,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
-        "jobs": args.jobs, "repeat": args.repeat,
+        "jobs": args.jobs,
+        "repeat": args.repeat,
         "pgcue": asyncio.run(run_pgcue(args)),
     }
     if not args.no_peers:

@@ -111,11 +111,19 @@ def empty_database() -> Iterator[str]:
         _drop(name)
 
 
-def run_cli(*args: str, dsn: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, dsn: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `pgcue ARGS` as a user would; bounded."""
     environ = dict(os.environ, PGCUE_DATABASE_URL=dsn, PGCUE_LOG_FORMAT="json", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=environ,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

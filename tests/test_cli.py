@@ -10,8 +10,9 @@ from tests.conftest import run_cli
 
 async def test_enqueue_and_wait_reaches_completed(database: str, spawn_worker: Any) -> None:
     await spawn_worker("echo").started()
-    result = run_cli("jobs", "enqueue", "--type", "echo", "--channel", "demo", "--payload", '{"hi": 1}',
-                     "--wait", "20", dsn=database)
+    result = run_cli(
+        "jobs", "enqueue", "--type", "echo", "--channel", "demo", "--payload", '{"hi": 1}', "--wait", "20", dsn=database
+    )
     assert result.returncode == 0, result.stderr
     job = json.loads(result.stdout)
     assert job["state"] == "completed" and job["result"] == {"hi": 1} and job["durationMs"] is not None
@@ -23,14 +24,19 @@ async def test_enqueue_and_wait_reaches_completed(database: str, spawn_worker: A
     refused = run_cli("jobs", "cancel", job["id"], dsn=database)
     assert refused.returncode == 1
     assert refused.stderr.strip() == (
-        f"pgcue: cannot cancel job {job['id']}: it is completed; only queued or running jobs can be cancelled")
+        f"pgcue: cannot cancel job {job['id']}: it is completed; only queued or running jobs can be cancelled"
+    )
 
 
 def test_cancel_retry_and_idempotency_from_the_cli(database: str) -> None:
-    first = json.loads(run_cli("jobs", "enqueue", "--type", "echo", "--channel", "c", "--key", "k",
-                               "--delay", "3600", dsn=database).stdout)
-    again = json.loads(run_cli("jobs", "enqueue", "--type", "echo", "--channel", "c", "--key", "k",
-                               dsn=database).stdout)
+    first = json.loads(
+        run_cli(
+            "jobs", "enqueue", "--type", "echo", "--channel", "c", "--key", "k", "--delay", "3600", dsn=database
+        ).stdout
+    )
+    again = json.loads(
+        run_cli("jobs", "enqueue", "--type", "echo", "--channel", "c", "--key", "k", dsn=database).stdout
+    )
     assert again["id"] == first["id"]
     cancelled = json.loads(run_cli("jobs", "cancel", first["id"], dsn=database).stdout)
     assert cancelled["state"] == "cancelled"
@@ -41,7 +47,11 @@ def test_cancel_retry_and_idempotency_from_the_cli(database: str) -> None:
 def test_bad_input_is_one_line_and_a_non_zero_exit(database: str) -> None:
     cases = [
         (["jobs", "enqueue", "--type", "nope", "--channel", "c"], 1, "unknown job type: nope"),
-        (["jobs", "enqueue", "--type", "echo", "--channel", "c", "--payload", "{bad"], 1, "--payload is not valid JSON"),
+        (
+            ["jobs", "enqueue", "--type", "echo", "--channel", "c", "--payload", "{bad"],
+            1,
+            "--payload is not valid JSON",
+        ),
         (["jobs", "enqueue", "--type", "echo", "--channel", "c", "--payload", '"\\u0000"'], 1, "NUL"),
         (["jobs", "enqueue", "--type", "echo", "--channel", "c", "--run-at", "tomorrow"], 1, "ISO 8601"),
         (["jobs", "get", "not-a-uuid"], 1, "is not a job id"),

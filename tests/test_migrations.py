@@ -21,14 +21,35 @@ def dump_schema(dsn: str) -> str:
     """pg_dump of the pgcue schema, without the parts that differ from run to run."""
     url = urlsplit(dsn)
     out = subprocess.run(
-        ["pg_dump", "--schema-only", "--no-owner", "--no-privileges", "--schema=pgcue",
-         "-h", url.hostname or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres",
-         url.path.lstrip("/")],
-        capture_output=True, text=True, check=True, timeout=60,
+        [
+            "pg_dump",
+            "--schema-only",
+            "--no-owner",
+            "--no-privileges",
+            "--schema=pgcue",
+            "-h",
+            url.hostname or "127.0.0.1",
+            "-p",
+            str(url.port or 5432),
+            "-U",
+            url.username or "postgres",
+            url.path.lstrip("/"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
-    lines = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith("--") and not ln.startswith("SET ")
-             and not ln.startswith("SELECT pg_catalog.set_config") and not ln.startswith("\\restrict")
-             and not ln.startswith("\\unrestrict")]
+    lines = [
+        ln
+        for ln in out.splitlines()
+        if ln.strip()
+        and not ln.startswith("--")
+        and not ln.startswith("SET ")
+        and not ln.startswith("SELECT pg_catalog.set_config")
+        and not ln.startswith("\\restrict")
+        and not ln.startswith("\\unrestrict")
+    ]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
 
 

@@ -176,20 +176,36 @@ async def test_the_supervisor_restarts_a_crashed_worker(database: str, watcher: 
     from tests.conftest import ROOT
 
     env = dict(os.environ, PGCUE_DATABASE_URL=database, PGCUE_LOG_FORMAT="json")
-    sup = subprocess.Popen([sys.executable, "-m", "service.cli", "workers", "--import", "tests.jobtypes",
-                            "--type", "t-count", "--type", "t-flaky"], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sup = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "workers",
+            "--import",
+            "tests.jobtypes",
+            "--type",
+            "t-count",
+            "--type",
+            "t-flaky",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         await watcher.until("SELECT count(*) = 2 FROM pgcue.workers WHERE stopped_at IS NULL")
         pid = await watcher.conn.fetchval("SELECT pid FROM pgcue.workers WHERE 't-count' = ANY(types)")
         os.kill(pid, signal.SIGKILL)
-        await watcher.until(
-            "SELECT count(*) = 2 FROM pgcue.workers WHERE 't-count' = ANY(types)", timeout=20)
+        await watcher.until("SELECT count(*) = 2 FROM pgcue.workers WHERE 't-count' = ANY(types)", timeout=20)
         (job_id,) = await queue.enqueue_many(jobs("t-count"))
         await watcher.states([job_id], {"completed"})
     finally:
         sup.terminate()
         assert sup.wait(30) == 0
     # Every child was told to stop, and stopped cleanly.
-    assert await watcher.conn.fetchval(
-        "SELECT count(*) FROM pgcue.workers WHERE stopped_at IS NULL AND pid <> $1", pid) == 0
+    assert (
+        await watcher.conn.fetchval("SELECT count(*) FROM pgcue.workers WHERE stopped_at IS NULL AND pid <> $1", pid)
+        == 0
+    )
