@@ -46,7 +46,7 @@ def _drop(dbname: str) -> None:
         conn.execute(psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psql.Identifier(dbname)))
 
 
-def test_settings(dsn: str, **overrides: Any) -> Settings:
+def make_settings(dsn: str, **overrides: Any) -> Settings:
     base = dict(
         database_url=dsn,
         poll_interval=0.5,
@@ -67,7 +67,7 @@ def template_db() -> Iterator[str]:
     with _admin() as conn:
         conn.execute(psql.SQL("CREATE DATABASE {}").format(psql.Identifier(name)))
     try:
-        settings = test_settings(dsn_for(name))
+        settings = make_settings(dsn_for(name))
         with db.connect_sync(settings) as conn:
             migrate.migrate(conn, settings.schema)
         registry.load(["tests.jobtypes"])
@@ -128,7 +128,7 @@ def run_cli(
 
 @pytest.fixture
 def settings(database: str) -> Settings:
-    return test_settings(database)
+    return make_settings(database)
 
 
 @pytest.fixture

@@ -80,3 +80,16 @@ async def too_slow(ctx: JobContext) -> Any:
     trace("start", ctx)
     await asyncio.sleep(30)
     return None
+
+
+@job_type("t-chatty", concurrency=2, lease_seconds=5)
+async def chatty(ctx: JobContext) -> Any:
+    """Reports progress and output `n` times as fast as it can, in `rounds` bursts."""
+    n = int(ctx.payload.get("reports", 10_000))
+    rounds = int(ctx.payload.get("rounds", 10))
+    for r in range(rounds):
+        for i in range(n // rounds):
+            ctx.progress(100 * (r * (n // rounds) + i) / n)
+            ctx.output(f"token {i} ")
+        await asyncio.sleep(0.02)
+    return {"reports": n}
