@@ -21,7 +21,7 @@ from service import db, devdb, migrate
 from service.config import Settings
 from service.models import NewJob
 from service.queue import Queue, Report
-from tests.conftest import Watcher, read_trace, make_settings
+from tests.conftest import Watcher, make_settings, read_trace
 from workers import registry
 
 
