@@ -1,11 +1,6 @@
 -- delete_jobs: delete finished jobs (and their events) by id; running and queued jobs stay.
+-- The statement is the function pgcue.delete_jobs (migrations/0003_inspection.sql), which
+-- pgcue.purge_jobs also uses.
 -- params: $1 ids uuid[]
 -- returns: the deleted ids.
-WITH gone AS (
-    DELETE FROM pgcue.jobs
-    WHERE id = ANY($1::uuid[]) AND state IN ('completed', 'failed', 'cancelled')
-    RETURNING id
-), events AS (
-    DELETE FROM pgcue.job_events e USING gone WHERE e.job_id = gone.id
-)
-SELECT id FROM gone;
+SELECT id FROM pgcue.delete_jobs($1::uuid[]);
