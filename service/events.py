@@ -1,0 +1,362 @@
+"""Live job events: one LISTEN connection per process, one poller, fanned out in memory.
+
+The `pgcue_events` notification carries nothing; it only says "the event log grew". On a
+(debounced) wake-up one query reads every event this process has not delivered yet, for
+every subscriber at once, and hands each subscriber the events it may see. Nothing polls
+while nobody listens.
+
+Exactness across reconnects rests on the cursor (see poll_job_events.sql): a Cursor
+(last id L, snapshot S, extra ids X) means "delivered = the stream's events visible in S
+with id <= L, plus the ids X". An event id can commit after higher ids, and a snapshot
+tells exactly which transactions it saw, so a resume from any cursor returns precisely
+what was missed: no gap, no duplicate. The SSE `id:` of each event is its cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import structlog
+
+from service import db
+from service.config import Settings
+from service.queries import Sql, channel, sql_for
+
+log = structlog.get_logger("pgcue.events")
+
+FINISHED = frozenset({"completed", "failed", "cancelled"})
+MAX_LIST = 1000  # xip or extra ids in one cursor
+_U64 = 2**64
+
+
+class BadCursor(ValueError):
+    """A Last-Event-ID this server did not make (or cannot use)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A pg_snapshot: which transactions' writes a reader saw."""
+
+    xmin: int
+    xmax: int
+    xip: frozenset[int] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str) -> Snapshot:
+        xmin, xmax, xip = text.split(":")
+        return cls(int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x))
+
+    def text(self) -> str:
+        return f"{self.xmin}:{self.xmax}:{','.join(str(x) for x in sorted(self.xip))}"
+
+    def visible(self, xid: int) -> bool:
+        """pg_visible_in_snapshot for a committed transaction."""
+        return xid < self.xmin or (xid < self.xmax and xid not in self.xip)
+
+
+# Sees nothing: a cursor with it replays a stream from its first event.
+EMPTY_SNAPSHOT = Snapshot(1, 1)
+
+_CURSOR = re.compile(r"^(\d{1,19}):(\d{1,19}):(\d{1,19}):((?:\d{1,19})(?:,\d{1,19})*)?:((?:\d{1,19})(?:,\d{1,19})*)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    last_id: int
+    snapshot: Snapshot
+    extra: tuple[int, ...] = ()
+
+    def delivered(self, event: Event) -> bool:
+        return (self.snapshot.visible(event.tx) and event.id <= self.last_id) or event.id in self.extra
+
+    def encode(self) -> str:
+        s = self.snapshot
+        xip = ",".join(str(x) for x in sorted(s.xip))
+        return f"{self.last_id}:{s.xmin}:{s.xmax}:{xip}:{','.join(str(i) for i in self.extra)}"
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        """Parse a Last-Event-ID; BadCursor says what is wrong with it."""
+        match = _CURSOR.match(text.strip())
+        if not match:
+            raise BadCursor(
+                "Last-Event-ID is not an event id of this stream (expected the `id:` of an event, "
+                "like 42:1000:1002:1000:)"
+            )
+        last_id, xmin, xmax = (int(match.group(i)) for i in (1, 2, 3))
+        xip = [int(x) for x in (match.group(4) or "").split(",") if x]
+        extra = tuple(int(x) for x in (match.group(5) or "").split(",") if x)
+        if not (1 <= xmin <= xmax < _U64 // 2 and last_id < 2**63):
+            raise BadCursor("Last-Event-ID holds an impossible snapshot (xmin must be 1..xmax)")
+        if len(xip) > MAX_LIST or len(extra) > MAX_LIST:
+            raise BadCursor(f"Last-Event-ID lists more than {MAX_LIST} transactions or ids")
+        if any(not xmin <= x < xmax for x in xip) or any(i > last_id for i in extra):
+            raise BadCursor("Last-Event-ID holds an impossible snapshot (running transactions out of range)")
+        return cls(last_id, Snapshot(xmin, xmax, frozenset(xip)), extra)
+
+
+START = Cursor(0, EMPTY_SNAPSHOT)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    tx: int
+    job_id: uuid.UUID
+    channel_id: str
+    kind: str
+    data: Any
+    created_at: datetime
+
+    @property
+    def terminal(self) -> bool:
+        return self.kind == "job:status" and isinstance(self.data, dict) and self.data.get("state") in FINISHED
+
+
+def _rows(rows: Sequence[Any]) -> tuple[list[Event], Snapshot]:
+    """Events and snapshot from a poll/replay answer (one NULL row when nothing is new)."""
+    snap = Snapshot.parse(rows[0]["snapshot"])
+    events = [
+        Event(r["id"], int(r["tx"]), r["job_id"], r["channel_id"], r["kind"], r["data"], r["created_at"])
+        for r in rows
+        if r["id"] is not None
+    ]
+    return events, snap
+
+
+def advance(cursor: Cursor, events: Sequence[Event], snap: Snapshot) -> list[tuple[Event, Cursor]]:
+    """Order the undelivered events of a batch read in `snap` and give each its cursor.
+
+    Events that committed late (id <= the cursor's last id) go first, each recorded as an
+    extra id; then the rest by id, whose cursor is simply (their id, `snap`): everything
+    visible in `snap` up to that id has then been delivered.
+    """
+    fresh = [e for e in events if not cursor.delivered(e)]
+    out: list[tuple[Event, Cursor]] = []
+    extra = list(cursor.extra)
+    for e in fresh:
+        if e.id <= cursor.last_id:
+            extra.append(e.id)
+            out.append((e, Cursor(cursor.last_id, cursor.snapshot, tuple(extra))))
+    for e in fresh:
+        if e.id > cursor.last_id:
+            out.append((e, Cursor(e.id, snap)))
+    return out
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One SSE stream: what it may see, and a bounded backlog of matching events."""
+
+    job_id: uuid.UUID | None = None
+    channels: frozenset[str] | None = None  # None: every channel (admin)
+    limit: int = 1000
+    backlog: deque[tuple[list[Event], Snapshot]] = field(default_factory=deque)
+    pending: int = 0
+    overflowed: bool = False
+    closed: bool = False
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wants(self, e: Event) -> bool:
+        if self.job_id is not None and e.job_id != self.job_id:
+            return False
+        return self.channels is None or e.channel_id in self.channels
+
+    def take(self) -> list[tuple[list[Event], Snapshot]]:
+        batches = list(self.backlog)
+        self.backlog.clear()
+        self.pending = 0
+        self.ready.clear()
+        return batches
+
+
+class EventHub:
+    """The process's event source: a LISTEN connection, a poller, and the subscribers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        *,
+        debounce: float = 0.005,
+        application_name: str = "pgcue-api-listen",
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.sql: Sql = sql_for(settings.schema)
+        self.debounce = debounce
+        self.application_name = application_name
+        self.cursor: Cursor | None = None
+        self.listening = asyncio.Event()
+        self._subs: set[Subscriber] = set()
+        self._by_job: dict[uuid.UUID, set[Subscriber]] = {}
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._listen_loop(), name="pgcue-events-listen"),
+            asyncio.create_task(self._poll_loop(), name="pgcue-events-poll"),
+        ]
+
+    async def close(self) -> None:
+        self._closed = True
+        for sub in list(self._subs):
+            sub.closed = True
+            sub.ready.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # --- subscribers -------------------------------------------------------------------
+
+    async def subscribe(self, sub: Subscriber) -> None:
+        """Start collecting events for `sub`. Call before reading its replay, so nothing
+        committed between the replay and the first live batch is lost."""
+        async with self._lock:
+            if not self._subs or self.cursor is None:
+                self.cursor = await self.now()  # idle until now (no polls ran): start from the present
+            self._subs.add(sub)
+            if sub.job_id is not None:
+                self._by_job.setdefault(sub.job_id, set()).add(sub)
+
+    async def now(self) -> Cursor:
+        """A cursor at the present: every event committed so far counts as delivered."""
+        row = await self.sql.fetchrow(self.pool, "current_event_cursor")
+        assert row is not None
+        return Cursor(int(row["last_id"]), Snapshot.parse(row["snapshot"]))
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subs.discard(sub)
+        if sub.job_id is not None:
+            group = self._by_job.get(sub.job_id)
+            if group is not None:
+                group.discard(sub)
+                if not group:
+                    del self._by_job[sub.job_id]
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    async def replay(self, sub: Subscriber, cursor: Cursor) -> tuple[list[Event], Snapshot]:
+        """The events of `sub`'s stream not delivered under `cursor`, and their snapshot."""
+        rows = await self.sql.fetch(
+            self.pool,
+            "replay_job_events",
+            sub.job_id,
+            None if sub.channels is None else sorted(sub.channels),
+            cursor.last_id,
+            cursor.snapshot.text(),
+            list(cursor.extra),
+        )
+        return _rows(rows)
+
+    def _publish(self, events: list[Event], snap: Snapshot) -> None:
+        if not events:
+            return
+        by_job: dict[uuid.UUID, list[Event]] = {}
+        for e in events:
+            by_job.setdefault(e.job_id, []).append(e)
+        for sub in list(self._subs):
+            if sub.job_id is not None:
+                mine = [e for e in by_job.get(sub.job_id, ()) if sub.wants(e)]
+            else:
+                mine = [e for e in events if sub.wants(e)]
+            if not mine:
+                continue
+            if sub.pending + len(mine) > sub.limit:
+                # A slow reader holds no more memory: drop it; it resumes with Last-Event-ID.
+                sub.overflowed = True
+                sub.backlog.clear()
+                sub.pending = 0
+                self.unsubscribe(sub)
+            else:
+                sub.backlog.append((mine, snap))
+                sub.pending += len(mine)
+            sub.ready.set()
+
+    # --- the poller --------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def poll(self) -> None:
+        """Read every event not yet delivered by this process and fan it out."""
+        async with self._lock:
+            if not self._subs or self.cursor is None:
+                return
+            cur = self.cursor
+            rows = await self.sql.fetch(self.pool, "poll_job_events", cur.last_id, cur.snapshot.text())
+            events, snap = _rows(rows)
+            last = max([cur.last_id, *(e.id for e in events)])
+            self.cursor = Cursor(last, snap)
+            self._publish(events, snap)
+
+    async def _poll_loop(self) -> None:
+        fallback = self.settings.poll_interval
+        while not self._closed:
+            try:
+                await asyncio.wait_for(self._wake.wait(), fallback)
+            except TimeoutError:
+                pass  # a lost notification only delays delivery by the fallback interval
+            if not self._subs:
+                self._wake.clear()
+                continue
+            await asyncio.sleep(self.debounce)  # coalesce a burst of notifications into one query
+            self._wake.clear()
+            try:
+                await self.poll()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("event poll failed", error=str(exc))
+                await asyncio.sleep(min(1.0, fallback))
+
+    # --- the LISTEN connection -----------------------------------------------------------
+
+    async def _listen_loop(self) -> None:
+        backoff = 0.05
+        name = channel(self.settings.schema, "events")
+        while not self._closed:
+            conn: asyncpg.Connection | None = None
+            lost = asyncio.Event()
+            try:
+                conn = await db.connect(self.settings, application_name=self.application_name)
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(name, lambda *_: self._wake.set())
+                self.listening.set()
+                backoff = 0.05
+                self._wake.set()  # whatever committed while we were not listening
+                while not lost.is_set() and not conn.is_closed():
+                    try:
+                        await asyncio.wait_for(lost.wait(), 5.0)
+                    except TimeoutError:
+                        await self.sql.fetch(conn, "ping")  # notice a half-open connection
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("event listener lost; reconnecting", error=str(exc), retry_in=backoff)
+            finally:
+                self.listening.clear()
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), 2.0)
+            if self._closed:
+                return
+            self._wake.set()
+            await asyncio.sleep(backoff)
+            backoff = min(2.0, backoff * 2)

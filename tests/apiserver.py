@@ -1,0 +1,134 @@
+"""The real API served by uvicorn on a loopback port, in the test's event loop, plus keys
+and an SSE reader. Import the fixtures into a test module to use them."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+import uvicorn
+
+from service.api.app import ApiOptions, create_app
+from service.auth import create_key
+from service.config import Settings
+from service.queries import sql_for
+
+
+@dataclass
+class Api:
+    url: str
+    app: Any
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def client(self, who: str | None = None, **kw: Any) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.keys[who]}"} if who else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=httpx.Timeout(20.0), **kw)
+
+    @property
+    def hub(self) -> Any:
+        return self.app.state.hub
+
+
+async def serve(settings: Settings, options: ApiOptions) -> AsyncIterator[Api]:
+    app = create_app(settings, options)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2, lifespan="on")
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 10
+    while not server.started:  # uvicorn offers a flag, not an event; bounded
+        if task.done() or time.monotonic() > deadline:
+            raise AssertionError("API server did not start")
+        await asyncio.sleep(0.01)
+    try:
+        yield Api(f"http://127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()
+
+
+@pytest.fixture
+async def api(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Api]:
+    """The API with keys: alice (free, channel a1), bob (free, b1), carol (paid, c1), admin."""
+    async for running in serve(settings, ApiOptions(keepalive=0.5)):
+        sql = sql_for(settings.schema)
+        running.keys["alice"] = await create_key(pool, sql, "alice", plan="free", channels=["a1", "a2"])
+        running.keys["bob"] = await create_key(pool, sql, "bob", plan="free", channels=["b1"])
+        running.keys["carol"] = await create_key(pool, sql, "carol", plan="paid", channels=["c1"])
+        running.keys["admin"] = await create_key(pool, sql, "ops", admin=True)
+        yield running
+
+
+@dataclass
+class Sse:
+    id: str | None
+    event: str | None
+    data: dict[str, Any] | None
+
+
+class SseReader:
+    """Reads an open text/event-stream response frame by frame; every read is bounded."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.lines = response.aiter_lines()
+        self.comments: list[str] = []
+        self.ended = False
+
+    async def next(self, timeout: float = 20.0) -> Sse | None:
+        """The next event (None when the stream ended)."""
+        fields: dict[str, str] = {}
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    line = await anext(self.lines)
+                except StopAsyncIteration:
+                    self.ended = True
+                    return None
+                if line == "":
+                    if "event" in fields or "data" in fields:
+                        data = msgspec.json.decode(fields["data"]) if "data" in fields else None
+                        return Sse(fields.get("id"), fields.get("event"), data)
+                    fields = {}
+                    continue
+                if line.startswith(":"):
+                    self.comments.append(line)
+                    continue
+                name, _, value = line.partition(":")
+                fields[name] = value[1:] if value.startswith(" ") else value
+
+    async def until(self, pred: Any, timeout: float = 20.0) -> list[Sse]:
+        """Events up to and including the first that satisfies `pred`."""
+        out: list[Sse] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                ev = await self.next(timeout)
+                if ev is None:
+                    raise AssertionError(f"stream ended before the awaited event; got {[e.event for e in out]}")
+                out.append(ev)
+                if pred(ev):
+                    return out
+
+    async def rest(self, timeout: float = 20.0) -> list[Sse]:
+        """Every event until the server ends the stream."""
+        out: list[Sse] = []
+        async with asyncio.timeout(timeout):
+            while (ev := await self.next(timeout)) is not None:
+                out.append(ev)
+        return out
+
+
+def status_is(state: str) -> Any:
+    return lambda e: e.event == "job:status" and e.data is not None and e.data.get("state") == state
