@@ -77,7 +77,12 @@ def _sync_types(settings: Settings, imports: list[str] | None) -> None:
     from workers import registry
 
     registry.load([*settings.imports, *(imports or [])])
-    asyncio.run(_with_queue(settings, lambda q: q.register_types([s.row() for s in registry.all_types()])))
+
+    async def sync(queue: Queue) -> None:
+        await queue.register_types([s.row() for s in registry.all_types()])
+        await queue.register_schedules(registry.all_schedules())
+
+    asyncio.run(_with_queue(settings, sync))
 
 
 def _check_schema(settings: Settings) -> None:
@@ -125,6 +130,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if memory:
         apply_memory_limit(memory)
     worker = Worker(settings, specs, concurrency=args.concurrency, maintenance=not args.no_maintenance)
+    if args.metrics_port:
+        from service.metrics import serve_worker
+
+        serve_worker(worker, args.metrics_port, args.metrics_host)
 
     async def main() -> None:
         install_signal_handlers(worker)
@@ -156,7 +165,62 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         migrate.migrate(conn, settings.schema)
     _sync_types(settings, [])
     registry.load(settings.imports)
+    # --- development API key (issue 3): printed so a newcomer can call the API at once ---
+    key = _dev_key(settings)
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"pgcue dev: API key (user dev, paid plan, channel demo): {key}", flush=True)
+    print(
+        f"pgcue dev: try  curl -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "
+        f'-d \'{{"type":"echo","channelId":"demo","payload":{{"hi":1}}}}\' {base}/api/jobs',
+        flush=True,
+    )
     return run_dev_stack(settings, [s.name for s in registry.runnable()])
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """`pgcue keys create`: a user (with its plan), its channels, and a new API key."""
+    from service.auth import create_key
+
+    token = asyncio.run(
+        _with_queue(
+            settings,
+            lambda q: create_key(
+                q.pool, q.sql, args.user, plan=args.plan, admin=args.admin, channels=args.channels, label=args.label
+            ),
+        )
+    )
+    print(token)
+    return 0
+
+
+def _dev_key(settings: Settings) -> str:
+    """The development key `make run` prints: saved in .data/dev-key, reused while valid."""
+    from service.auth import ensure_dev_key
+
+    path = ROOT / ".data" / "dev-key"
+    saved = path.read_text().strip() if path.exists() else None
+    token: str = asyncio.run(_with_queue(settings, lambda q: ensure_dev_key(q.pool, q.sql, saved)))
+    if token != saved:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(token + "\n")
+        path.chmod(0o600)
+    return token
+
+
+def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
+    """`pgcue pause|resume --type T | --channel C`: claims stop (or go on); running jobs finish."""
+    paused = args.command == "pause"
+
+    async def run(queue: Queue) -> None:
+        if args.type:
+            await queue.set_type_paused(args.type, paused)
+        else:
+            await queue.set_channel_paused(args.channel, paused, args.reason)
+
+    asyncio.run(_with_queue(settings, run))
+    what = f"job type {args.type}" if args.type else f"channel {args.channel}"
+    print(f"{what} {'paused' if paused else 'resumed'}")
+    return 0
 
 
 def cmd_types(args: argparse.Namespace, settings: Settings) -> int:
@@ -281,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--memory-mb", type=_positive_int, help="address-space limit for this process")
     w.add_argument("--no-memory-limit", action="store_true", help="do not apply the type's memory budget")
     w.add_argument("--no-maintenance", action="store_true", help="never lead rescue/prune in this process")
+    w.add_argument("--metrics-port", type=_positive_int, help="serve Prometheus metrics on this port (/metrics)")
+    w.add_argument("--metrics-host", default="0.0.0.0", help="address for --metrics-port (default 0.0.0.0)")
     w.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE")
     w.set_defaults(fn=cmd_worker)
 
@@ -291,6 +357,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("dev", help="database, migrations, API and workers in one command (make run)")
     d.set_defaults(fn=cmd_dev)
+
+    k = sub.add_parser("keys", help="API keys, users and their channels")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kc = ksub.add_parser("create", help="create an API key (and the user and channels if new); prints the key once")
+    kc.add_argument("--user", required=True, help="user id (created if new)")
+    kc.add_argument("--plan", choices=["free", "paid"], help="set the user's plan (default for a new user: free)")
+    kc.add_argument("--admin", action="store_true", help="the key sees and acts on every channel")
+    kc.add_argument(
+        "--channel", dest="channels", action="append", default=[], metavar="C", help="give channel C to the user"
+    )
+    kc.add_argument("--label", default="", help="a note to tell keys apart")
+    k.set_defaults(fn=cmd_keys)
+
+    for verb in ("pause", "resume"):
+        pr = sub.add_parser(verb, help=f"{verb} claims of a job type or a channel (running jobs finish)")
+        target = pr.add_mutually_exclusive_group(required=True)
+        target.add_argument("--type", help="a job type")
+        target.add_argument("--channel", help="a channel")
+        pr.add_argument("--reason", default="", help="a note shown in pgcue.paused_channels")
+        pr.set_defaults(fn=cmd_pause)
 
     t = sub.add_parser("types", help="list the registered job types and their settings")
     t.set_defaults(fn=cmd_types)

@@ -38,9 +38,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Modules to import for their job types (comma-separated in PGCUE_IMPORTS).
     imports: tuple[str, ...] = ()
     artifacts_dir: str = "artifacts"
+    # The text job types' model (issue 6): an OpenAI-compatible chat-completions endpoint
+    # such as https://api.openai.com/v1; empty means the deterministic offline backend.
+    llm_base_url: str = ""
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: str = ""
+    llm_timeout: float = 120.0
     # 0 turns asyncpg's prepared-statement cache off (needed behind PgBouncer in
     # transaction mode).
     statement_cache_size: int = 100
+    # The LISTEN connection is proved alive by a NOTIFY round trip this often; no answer
+    # within the timeout and it is replaced.
+    listener_probe_interval: float = 10.0
+    listener_probe_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         if not _SCHEMA_RE.match(self.schema):
@@ -50,7 +60,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError("PGCUE_LOG_FORMAT must be one of auto, json, console")
-        for name in ("poll_interval", "report_interval", "rescue_interval", "prune_interval"):
+        for name in (
+            "poll_interval",
+            "report_interval",
+            "rescue_interval",
+            "prune_interval",
+            "listener_probe_interval",
+            "listener_probe_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"PGCUE_{name.upper()} must be greater than 0")
 

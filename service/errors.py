@@ -42,3 +42,14 @@ class InvalidJob(PgcueError):
 
 class SchemaMismatch(PgcueError):
     """The database schema is older or newer than this code knows."""
+
+
+class UniqueConflict(PgcueError):
+    """A unique job of the same (type, key) is already queued or running."""
+
+    def __init__(self, job_type: str, key: str, existing: object) -> None:
+        super().__init__(
+            f"a {job_type} job with unique key {key!r} is already queued or running ({existing}); "
+            "wait for it to finish, or enqueue with onConflict 'return' or 'replace'"
+        )
+        self.existing = existing

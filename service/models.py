@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -53,6 +53,7 @@ class Job(Base):
     locked_by: str | None
     lease_expires_at: datetime | None
     idempotency_key: str | None
+    unique_key: str | None
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
@@ -85,6 +86,11 @@ class NewJob(Base):
     run_at: datetime | None = None
     max_attempts: int | None = None
     idempotency_key: str | None = None
+    # At most one queued-or-running job per (type, unique_key); on_conflict says what an
+    # enqueue that meets one does: return the existing job, replace its payload (while it
+    # is still queued), or reject.
+    unique_key: str | None = None
+    on_conflict: Literal["return", "replace", "reject"] = "return"
 
 
 class ClaimedJob(msgspec.Struct, kw_only=True):
@@ -116,6 +122,10 @@ class JobType(Base):
     timeout_seconds: int = 3600
     max_attempts: int = 3
     description: str = ""
+    global_concurrency: int | None = None
+    channel_concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period_seconds: int = 60
 
 
 def uuid7() -> uuid.UUID:
@@ -127,3 +137,17 @@ def uuid7() -> uuid.UUID:
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     return uuid.UUID(int=value)
+
+
+class Schedule(Base):
+    """A periodic job: `cron` (5 fields, or 6 with seconds first, UTC) enqueues `type` in
+    `channel_id` with `payload` once per tick. After downtime only the next tick runs,
+    unless `catch_up` asks for every missed one."""
+
+    name: str
+    cron: str
+    type: str
+    channel_id: str
+    payload: Any = msgspec.field(default_factory=dict)
+    priority: int = 0
+    catch_up: bool = False

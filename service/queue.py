@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Generator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
 import psycopg
 
-from service.errors import InvalidJob, InvalidTransition, JobNotFound, UnknownJobType
-from service.models import ClaimedJob, Job, JobType, NewJob, uuid7
+from service import metrics
+from service.cron import Cron
+from service.errors import InvalidJob, InvalidTransition, JobNotFound, UniqueConflict, UnknownJobType
+from service.models import ClaimedJob, Job, JobType, NewJob, Schedule, uuid7
 from service.queries import Sql, sql_for
 
 _encode = msgspec.json.Encoder().encode
@@ -78,7 +81,7 @@ def json_text(value: Any, what: str) -> str:
 
 def _enqueue_args(jobs: Sequence[NewJob]) -> tuple[list[uuid.UUID], list[Any]]:
     ids = [uuid7() for _ in jobs]
-    cols: list[list[Any]] = [[] for _ in range(8)]
+    cols: list[list[Any]] = [[] for _ in range(9)]
     for job in jobs:
         if not -MAX_PRIORITY <= job.priority <= MAX_PRIORITY:
             raise InvalidJob(f"priority {job.priority} is out of range (-{MAX_PRIORITY} to {MAX_PRIORITY})")
@@ -86,9 +89,10 @@ def _enqueue_args(jobs: Sequence[NewJob]) -> tuple[list[uuid.UUID], list[Any]]:
             raise InvalidJob("channelId must be 1 to 200 characters")
         if job.max_attempts is not None and not 1 <= job.max_attempts <= 100:
             raise InvalidJob(f"maxAttempts {job.max_attempts} is out of range (1 to 100)")
-        if job.idempotency_key is not None and not 1 <= len(job.idempotency_key) <= 200:
-            raise InvalidJob("an idempotency key must be 1 to 200 characters")
-        for text in (job.type, job.channel_id, job.owner_id or "", job.idempotency_key or ""):
+        for name, key in (("an idempotency key", job.idempotency_key), ("a unique key", job.unique_key)):
+            if key is not None and not 1 <= len(key) <= 200:
+                raise InvalidJob(f"{name} must be 1 to 200 characters")
+        for text in (job.type, job.channel_id, job.owner_id or "", job.idempotency_key or "", job.unique_key or ""):
             if "\x00" in text:
                 raise InvalidJob("a NUL character (\\u0000) cannot be stored; remove it from the job's fields")
         cols[0].append(job.type)
@@ -99,32 +103,52 @@ def _enqueue_args(jobs: Sequence[NewJob]) -> tuple[list[uuid.UUID], list[Any]]:
         cols[5].append(job.run_at)
         cols[6].append(job.max_attempts)
         cols[7].append(job.idempotency_key)
+        cols[8].append(job.unique_key)
     return ids, [ids, *cols]
 
 
-def _resolve_ids(
-    jobs: Sequence[NewJob], ids: list[uuid.UUID], inserted: set[uuid.UUID], existing: Iterable[Any]
-) -> list[uuid.UUID]:
-    """Each input's job id: the new one, or the one already holding its idempotency key."""
-    by_key = {(row["owner_id"], row["idempotency_key"]): row["id"] for row in existing}
-    out = []
-    for job, new_id in zip(jobs, ids, strict=True):
-        if new_id in inserted:
-            out.append(new_id)
-        else:
-            out.append(by_key[(job.owner_id, job.idempotency_key)])
+Lookup = tuple[str, tuple[Any, ...]]
+
+
+def _resolve(
+    jobs: Sequence[NewJob], ids: list[uuid.UUID], inserted: set[uuid.UUID]
+) -> Generator[Lookup, list[Any], list[uuid.UUID | None]]:
+    """Each input's job id, for inputs the insert skipped because of a conflict: the job
+    holding its idempotency key, or the queued/running job holding its unique key (after
+    applying its on_conflict policy). Yields the lookups it needs and is sent their rows,
+    so the asyncpg and psycopg paths share it. None: the conflicting job is gone already."""
+    out: list[uuid.UUID | None] = [i if i in inserted else None for i in ids]
+    keyed = [n for n, job in enumerate(jobs) if out[n] is None and job.idempotency_key is not None]
+    if keyed:
+        rows = yield ("find_jobs_by_key", ([jobs[n].owner_id for n in keyed], [jobs[n].idempotency_key for n in keyed]))
+        by_key = {(r["owner_id"], r["idempotency_key"]): r["id"] for r in rows}
+        for n in keyed:
+            out[n] = by_key.get((jobs[n].owner_id, jobs[n].idempotency_key))
+    unique = [n for n, job in enumerate(jobs) if out[n] is None and job.unique_key is not None]
+    if unique:
+        rows = yield ("find_jobs_by_unique_key", ([jobs[n].type for n in unique], [jobs[n].unique_key for n in unique]))
+        holders = {(r["type"], r["unique_key"]): (r["id"], r["state"]) for r in rows}
+        for n in unique:
+            job = jobs[n]
+            found = holders.get((job.type, job.unique_key))
+            if found is None:
+                continue
+            existing, state = found
+            if job.on_conflict == "reject":
+                raise UniqueConflict(job.type, job.unique_key or "", existing)
+            if job.on_conflict == "replace" and state == "queued":
+                yield (
+                    "replace_queued_payload",
+                    (existing, json_text(job.payload, "payload"), job.priority, job.run_at),
+                )
+            out[n] = existing
     return out
 
 
-def _missing_keys(
-    jobs: Sequence[NewJob], ids: list[uuid.UUID], inserted: set[uuid.UUID]
-) -> tuple[list[Any], list[Any]]:
-    owners, keys = [], []
-    for job, new_id in zip(jobs, ids, strict=True):
-        if new_id not in inserted:
-            owners.append(job.owner_id)
-            keys.append(job.idempotency_key)
-    return owners, keys
+def _all_resolved(out: list[uuid.UUID | None]) -> list[uuid.UUID]:
+    if any(job_id is None for job_id in out):
+        raise InvalidJob("a conflicting unique job kept finishing while this one was enqueued; enqueue it again")
+    return [job_id for job_id in out if job_id is not None]
 
 
 def _unknown_type(exc: Exception, jobs: Sequence[NewJob]) -> UnknownJobType:
@@ -140,11 +164,15 @@ class Queue:
 
     # --- enqueue -------------------------------------------------------------------
 
-    async def enqueue_many(self, jobs: Sequence[NewJob], *, conn: asyncpg.Connection | None = None) -> list[uuid.UUID]:
+    async def enqueue_many(
+        self, jobs: Sequence[NewJob], *, conn: asyncpg.Connection | None = None, _retries: int = 3
+    ) -> list[uuid.UUID]:
         """Enqueue many jobs in one statement; returns their ids in input order.
 
-        A job whose (owner, idempotency key) is already taken is not inserted: its id is
-        the existing job's. Pass `conn` to enqueue inside the caller's own transaction.
+        A job whose (owner, idempotency key) is taken is not inserted: its id is the
+        existing job's. A unique job that meets a queued or running one of the same
+        (type, unique key) follows its on_conflict policy. Pass `conn` to enqueue inside
+        the caller's own transaction.
         """
         if not jobs:
             return []
@@ -155,16 +183,30 @@ class Queue:
         except asyncpg.ForeignKeyViolationError as exc:
             raise _unknown_type(exc, jobs) from exc
         inserted = {row["id"] for row in rows}
+        metrics.jobs_enqueued([job.type for job, i in zip(jobs, ids, strict=True) if i in inserted])
         if len(inserted) == len(jobs):
             return ids
-        owners, keys = _missing_keys(jobs, ids, inserted)
-        existing = await self.sql.fetch(db, "find_jobs_by_key", owners, keys)
-        return _resolve_ids(jobs, ids, inserted, existing)
+        resolver = _resolve(jobs, ids, inserted)
+        try:
+            step = next(resolver)
+            while True:
+                step = resolver.send(await self.sql.fetch(db, step[0], *step[1]))
+        except StopIteration as done:
+            out: list[uuid.UUID | None] = done.value
+        gone = [n for n, job_id in enumerate(out) if job_id is None]
+        if gone and _retries > 0:  # the conflicting job finished meanwhile: insert again
+            again = await self.enqueue_many([jobs[n] for n in gone], conn=conn, _retries=_retries - 1)
+            for n, job_id in zip(gone, again, strict=True):
+                out[n] = job_id
+        return _all_resolved(out)
 
     async def enqueue(self, job: NewJob, *, conn: asyncpg.Connection | None = None) -> Job:
-        """Enqueue one job and return it as stored (the existing job for a repeated key)."""
-        (job_id,) = await self.enqueue_many([job], conn=conn)
-        return await self.get(job_id, conn=conn)
+        """Enqueue one job and return it as stored (the existing job for a repeated key).
+        The job is read back in the enqueue's own transaction, so the answer is the job as
+        enqueued, not as a fast worker may already have claimed it."""
+        async with _connection(conn or self.pool) as c, c.transaction():
+            (job_id,) = await self.enqueue_many([job], conn=c)
+            return await self.get(job_id, conn=c)
 
     # --- read ----------------------------------------------------------------------
 
@@ -206,10 +248,41 @@ class Queue:
 
     # --- worker side ---------------------------------------------------------------
 
-    async def claim(self, job_type: str, limit: int, worker_id: str, lease_seconds: float) -> list[ClaimedJob]:
-        """Take up to `limit` runnable jobs of one type; each starts its next attempt."""
-        rows = await self.sql.fetch(self.pool, "claim_jobs", job_type, limit, worker_id, float(lease_seconds))
-        return [
+    async def claim(
+        self,
+        job_type: str,
+        limit: int,
+        worker_id: str,
+        lease_seconds: float,
+        *,
+        cursor: str = "",
+        limited: bool = False,
+    ) -> Claimed:
+        """Take up to `limit` runnable jobs of one type, round-robin across channels from
+        `cursor`; each starts its next attempt. `limited` types (fleet-wide, per-channel or
+        rate limits) claim under a per-type lock that makes the limits exact."""
+        lease = float(lease_seconds)
+        if not limited:
+            rows = await self.sql.fetch(self.pool, "claim_jobs", job_type, limit, worker_id, lease, cursor, None)
+        else:
+            async with _connection(self.pool) as conn, conn.transaction():
+                await self.sql.execute(conn, "lock_claims", job_type)
+                budget = await self.sql.fetchrow(conn, "claim_budget", job_type, limit)
+                if budget is None or budget["budget"] <= 0:
+                    return Claimed([], cursor)
+                rows = await self.sql.fetch(
+                    conn,
+                    "claim_jobs",
+                    job_type,
+                    budget["budget"],
+                    worker_id,
+                    lease,
+                    cursor,
+                    budget["channel_concurrency"],
+                )
+                if rows and budget["rate_limited"]:
+                    await self.sql.execute(conn, "record_starts", job_type, len(rows))
+        jobs = [
             ClaimedJob(
                 id=r["id"],
                 type=r["type"],
@@ -227,6 +300,11 @@ class Queue:
             )
             for r in rows
         ]
+        return Claimed(jobs, rows[0]["next_cursor"] if rows else cursor)
+
+    async def policies(self, types: Sequence[str]) -> dict[str, asyncpg.Record]:
+        """Each type's limits and pause flag, as the claim must respect them."""
+        return {r["name"]: r for r in await self.sql.fetch(self.pool, "type_policies", list(types))}
 
     async def heartbeat(self, worker_id: str, leases: Sequence[tuple[uuid.UUID, int, float]]) -> dict[uuid.UUID, bool]:
         """Extend the leases of the jobs a worker holds; returns {job id: cancel requested}
@@ -323,7 +401,76 @@ class Queue:
         row = await self.sql.fetchrow(self.pool, "clear_finished_jobs", channel_id)
         return int(row["deleted"]) if row else 0
 
-    # --- maintenance -----------------------------------------------------------------
+    # --- policies ------------------------------------------------------------------------
+
+    async def set_type_paused(self, job_type: str, paused: bool) -> None:
+        """Pause (or resume) claims of a type across the fleet; running jobs finish."""
+        row = await self.sql.fetchrow(self.pool, "set_type_paused", job_type, paused)
+        if row is None or row["changed"] is None:
+            raise UnknownJobType(job_type)
+        if not paused:
+            await self.sql.execute(self.pool, "notify_wake", job_type)
+
+    async def set_channel_paused(self, channel_id: str, paused: bool, reason: str = "") -> None:
+        """Pause (or resume) claims of every job in a channel; running jobs finish."""
+        await self.sql.execute(self.pool, "set_channel_paused", channel_id, paused, reason)
+
+    async def paused_channels(self) -> list[asyncpg.Record]:
+        return await self.sql.fetch(self.pool, "list_paused_channels")
+
+    async def register_schedules(self, schedules: Sequence[Schedule]) -> None:
+        """Create or update periodic jobs; a new or re-timed one starts at its next tick."""
+        if not schedules:
+            return
+        now = datetime.now(UTC)
+        nexts = [Cron.parse(s.cron).next_after(now) for s in schedules]
+        await self.sql.execute(
+            self.pool,
+            "upsert_schedules",
+            [s.name for s in schedules],
+            [s.cron for s in schedules],
+            [s.type for s in schedules],
+            [s.channel_id for s in schedules],
+            [json_text(s.payload, "payload") for s in schedules],
+            [s.priority for s in schedules],
+            [s.catch_up for s in schedules],
+            nexts,
+        )
+
+    async def enqueue_due_schedules(self) -> int:
+        """Enqueue every due tick of every schedule; returns how many jobs were enqueued.
+
+        Each tick's job carries the idempotency key 'schedule:<name>:<tick>', and due
+        schedules are locked while they are handled, so a tick is enqueued once however
+        many processes run this at once.
+        """
+        enqueued = 0
+        async with _connection(self.pool) as conn, conn.transaction():
+            for row in await self.sql.fetch(conn, "lock_due_schedules"):
+                cron, now, tick = Cron.parse(row["cron"]), row["now"], row["next_run_at"]
+                ticks = [tick]
+                if row["catch_up"]:
+                    while len(ticks) < 1000 and (following := cron.next_after(ticks[-1])) <= now:
+                        ticks.append(following)
+                    next_run = cron.next_after(ticks[-1])
+                else:
+                    next_run = cron.next_after(now)  # downtime: one run, not a burst
+                await self.enqueue_many(
+                    [
+                        NewJob(
+                            type=row["type"],
+                            channel_id=row["channel_id"],
+                            payload=row["payload"],
+                            priority=row["priority"],
+                            idempotency_key=f"schedule:{row['name']}:{t.isoformat()}",
+                        )
+                        for t in ticks
+                    ],
+                    conn=conn,
+                )
+                await self.sql.execute(conn, "advance_schedule", row["name"], next_run, ticks[-1])
+                enqueued += len(ticks)
+        return enqueued
 
     async def rescue(self, limit: int = 1000) -> list[asyncpg.Record]:
         """Requeue (or fail) running jobs whose lease expired."""
@@ -338,6 +485,23 @@ class Queue:
             total += deleted
             if deleted < batch:
                 return total
+
+
+class Claimed(list[ClaimedJob]):
+    """Claimed jobs, and where the worker's next claim should start round the channels."""
+
+    def __init__(self, jobs: list[ClaimedJob], next_cursor: str) -> None:
+        super().__init__(jobs)
+        self.next_cursor = next_cursor
+
+
+@asynccontextmanager
+async def _connection(executor: Executor) -> AsyncIterator[asyncpg.Connection]:
+    if isinstance(executor, asyncpg.Pool):
+        async with executor.acquire() as conn:
+            yield conn
+    else:
+        yield executor
 
 
 def _check_transition(row: Any, job_id: object, action: str, allowed: str) -> None:
@@ -372,6 +536,10 @@ def _type_columns(types: Sequence[JobType]) -> list[list[Any]]:
         "timeout_seconds",
         "max_attempts",
         "description",
+        "global_concurrency",
+        "channel_concurrency",
+        "rate_limit",
+        "rate_period_seconds",
     )
     return [[getattr(t, f) for t in types] for f in fields]
 
@@ -380,7 +548,8 @@ def _type_columns(types: Sequence[JobType]) -> list[list[Any]]:
 
 
 def enqueue_many_sync(conn: psycopg.Connection[Any], jobs: Sequence[NewJob], schema: str = "pgcue") -> list[uuid.UUID]:
-    """Enqueue many jobs on a psycopg connection; joins the caller's transaction if one is open."""
+    """Enqueue many jobs on a psycopg connection; joins the caller's transaction if one is
+    open. The same rules as Queue.enqueue_many."""
     if not jobs:
         return []
     sql = sql_for(schema)
@@ -390,7 +559,13 @@ def enqueue_many_sync(conn: psycopg.Connection[Any], jobs: Sequence[NewJob], sch
     except psycopg.errors.ForeignKeyViolation as exc:
         raise _unknown_type(exc, jobs) from exc
     inserted = {row["id"] for row in rows}
+    metrics.jobs_enqueued([job.type for job, i in zip(jobs, ids, strict=True) if i in inserted])
     if len(inserted) == len(jobs):
         return ids
-    owners, keys = _missing_keys(jobs, ids, inserted)
-    return _resolve_ids(jobs, ids, inserted, sql.fetch_sync(conn, "find_jobs_by_key", owners, keys))
+    resolver = _resolve(jobs, ids, inserted)
+    try:
+        step = next(resolver)
+        while True:
+            step = resolver.send(sql.fetch_sync(conn, step[0], *step[1]))
+    except StopIteration as done:
+        return _all_resolved(done.value)

@@ -93,3 +93,15 @@ async def chatty(ctx: JobContext) -> Any:
             ctx.output(f"token {i} ")
         await asyncio.sleep(0.02)
     return {"reports": n}
+
+
+async def _nap(ctx: JobContext) -> Any:
+    trace("start", ctx)
+    await asyncio.sleep(float(ctx.payload.get("sleep", 0.15)))
+    trace("end", ctx)
+    return None
+
+
+job_type("t-limited", concurrency=5, lease_seconds=5, global_concurrency=2)(_nap)
+job_type("t-chanlimited", concurrency=5, lease_seconds=5, channel_concurrency=1)(_nap)
+job_type("t-rated", concurrency=5, lease_seconds=5, rate_limit=4, rate_period_seconds=1)(_nap)

@@ -1,4 +1,168 @@
 CREATE SCHEMA pgcue;
+CREATE FUNCTION pgcue.cancel_job(job_id uuid) RETURNS TABLE(prev_state text, state text, notified bigint)
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+WITH prev AS (
+    SELECT state FROM pgcue.jobs WHERE id = $1
+), cancelled AS (
+    UPDATE pgcue.jobs j
+    SET cancel_requested = true,
+        state = CASE WHEN j.state = 'queued' THEN 'cancelled' ELSE j.state END,
+        completed_at = CASE WHEN j.state = 'queued' THEN now() END,
+        error_message = CASE WHEN j.state = 'queued' THEN 'Job cancelled by user request'
+                             ELSE j.error_message END,
+        updated_at = now()
+    WHERE j.id = $1 AND j.state IN ('queued', 'running')
+    RETURNING j.id, j.channel_id, j.owner_id, j.state, j.attempts, j.error_message
+), events AS (
+    INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
+    SELECT id, channel_id, owner_id, 'job:status',
+           jsonb_build_object('state', state, 'attempt', attempts, 'cancelRequested', true,
+                              'errorMessage', error_message)
+    FROM cancelled
+)
+SELECT p.state AS prev_state, c.state,
+       (SELECT count(pg_notify(n.channel, n.payload))
+        FROM (SELECT 'pgcue_events' AS channel, '' AS payload
+              UNION ALL
+              SELECT 'pgcue_cancel', id::text FROM cancelled WHERE state = 'running') n
+        WHERE EXISTS (SELECT 1 FROM cancelled)) AS notified
+FROM prev p LEFT JOIN cancelled c ON true
+$_$;
+COMMENT ON FUNCTION pgcue.cancel_job(job_id uuid) IS 'Cancel a queued job, or ask a running one to stop; same rules, event and notifications as the API.';
+CREATE FUNCTION pgcue.delete_jobs(job_ids uuid[]) RETURNS TABLE(id uuid)
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+WITH gone AS (
+    DELETE FROM pgcue.jobs
+    WHERE id = ANY ($1) AND state IN ('completed', 'failed', 'cancelled')
+    RETURNING id
+), events AS (
+    DELETE FROM pgcue.job_events e USING gone WHERE e.job_id = gone.id
+)
+SELECT gone.id FROM gone
+$_$;
+COMMENT ON FUNCTION pgcue.delete_jobs(job_ids uuid[]) IS 'Delete finished jobs and their events by id (the API''s DELETE).';
+CREATE FUNCTION pgcue.job_history(job_id uuid) RETURNS TABLE(event_id bigint, at timestamp with time zone, kind text, state text, data jsonb)
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+    SELECT e.id, e.created_at, e.kind, e.data ->> 'state', e.data
+    FROM pgcue.job_events e
+    WHERE e.job_id = $1
+    ORDER BY e.id
+$_$;
+COMMENT ON FUNCTION pgcue.job_history(job_id uuid) IS 'Every event of one job, oldest first.';
+CREATE FUNCTION pgcue.purge_jobs(older_than interval DEFAULT '00:00:00'::interval, job_type text DEFAULT NULL::text, job_state text DEFAULT NULL::text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    total bigint := 0;
+    batch bigint;
+BEGIN
+    IF job_state IS NOT NULL AND job_state NOT IN ('completed', 'failed', 'cancelled') THEN
+        RAISE EXCEPTION 'pgcue.purge_jobs: job_state must be completed, failed or cancelled, not %', job_state
+            USING HINT = 'queued and running jobs are cancelled, not purged';
+    END IF;
+    LOOP
+        SELECT count(*) INTO batch
+        FROM pgcue.delete_jobs(ARRAY(
+            SELECT j.id FROM pgcue.jobs j
+            WHERE j.completed_at < now() - older_than
+              AND (job_type IS NULL OR j.type = job_type)
+              AND (job_state IS NULL OR j.state = job_state)
+            ORDER BY j.completed_at
+            LIMIT 10000
+            FOR UPDATE SKIP LOCKED));
+        total := total + batch;
+        EXIT WHEN batch < 10000;
+    END LOOP;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION pgcue.purge_jobs(older_than interval, job_type text, job_state text) IS 'Delete finished jobs older than an age (optionally one type / state); returns how many.';
+CREATE FUNCTION pgcue.retry_job(job_id uuid) RETURNS TABLE(prev_state text, state text, notified bigint)
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+WITH prev AS (
+    SELECT state FROM pgcue.jobs WHERE id = $1
+), retried AS (
+    UPDATE pgcue.jobs j
+    SET state = 'queued', attempts = 0, cancel_requested = false, run_at = now(),
+        completed_at = NULL, error_message = NULL, result = NULL, result_path = NULL,
+        progress = 0, progress_message = NULL, updated_at = now()
+    WHERE j.id = $1 AND j.state IN ('failed', 'cancelled')
+    RETURNING j.id, j.type, j.channel_id, j.owner_id, j.state, j.max_attempts
+), events AS (
+    INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
+    SELECT id, channel_id, owner_id, 'job:status',
+           jsonb_build_object('state', 'queued', 'attempt', 0, 'maxAttempts', max_attempts,
+                              'reason', 'retried')
+    FROM retried
+)
+SELECT p.state AS prev_state, r.state,
+       (SELECT count(pg_notify(n.channel, n.payload))
+        FROM (SELECT 'pgcue_events' AS channel, '' AS payload
+              UNION ALL
+              SELECT 'pgcue_wake', type FROM retried) n
+        WHERE EXISTS (SELECT 1 FROM retried)) AS notified
+FROM prev p LEFT JOIN retried r ON true
+$_$;
+COMMENT ON FUNCTION pgcue.retry_job(job_id uuid) IS 'Put a failed or cancelled job back in the queue with fresh attempts; same rules as the API.';
+CREATE FUNCTION pgcue.set_channel_paused(channel text, pause boolean, why text DEFAULT ''::text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    IF pause THEN
+        INSERT INTO pgcue.paused_channels (channel_id, reason) VALUES (channel, why)
+        ON CONFLICT (channel_id) DO NOTHING;
+    ELSE
+        DELETE FROM pgcue.paused_channels WHERE channel_id = channel;
+        -- Its queued jobs may run now: wake the workers of their types.
+        PERFORM pg_notify('pgcue_wake', t.type)
+        FROM (SELECT DISTINCT type FROM pgcue.jobs WHERE channel_id = channel AND state = 'queued') t;
+    END IF;
+    RETURN pause;
+END $$;
+COMMENT ON FUNCTION pgcue.set_channel_paused(channel text, pause boolean, why text) IS 'Pause (true) or resume (false) claims of every job in a channel. Running jobs finish.';
+CREATE FUNCTION pgcue.set_type_paused(job_type text, pause boolean) RETURNS boolean
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    UPDATE pgcue.job_types SET paused = pause, updated_at = now() WHERE name = job_type RETURNING true;
+$$;
+COMMENT ON FUNCTION pgcue.set_type_paused(job_type text, pause boolean) IS 'Pause (true) or resume (false) claims of a job type; NULL if there is no such type. Running jobs finish.';
+CREATE TABLE pgcue.api_keys (
+    id bigint NOT NULL,
+    token_hash bytea NOT NULL,
+    user_id text NOT NULL,
+    admin boolean DEFAULT false NOT NULL,
+    label text DEFAULT ''::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    revoked_at timestamp with time zone,
+    CONSTRAINT api_keys_token_hash_check CHECK ((length(token_hash) = 32))
+);
+COMMENT ON TABLE pgcue.api_keys IS 'Bearer keys: sha256(token) only; an admin key sees every channel.';
+ALTER TABLE pgcue.api_keys ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME pgcue.api_keys_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+CREATE TABLE pgcue.channels (
+    id text NOT NULL,
+    owner_id text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT channels_id_check CHECK (((length(id) >= 1) AND (length(id) <= 200)))
+);
+COMMENT ON TABLE pgcue.channels IS 'Channels and their owner: a caller sees the jobs of its own channels only.';
 CREATE TABLE pgcue.job_events (
     id bigint NOT NULL,
     tx xid8 DEFAULT pg_current_xact_id() NOT NULL,
@@ -29,15 +193,28 @@ CREATE TABLE pgcue.job_types (
     max_attempts integer DEFAULT 3 NOT NULL,
     description text DEFAULT ''::text NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    global_concurrency integer,
+    channel_concurrency integer,
+    rate_limit integer,
+    rate_period_seconds integer DEFAULT 60 NOT NULL,
+    paused boolean DEFAULT false NOT NULL,
+    CONSTRAINT job_types_channel_concurrency_check CHECK ((channel_concurrency >= 1)),
     CONSTRAINT job_types_concurrency_check CHECK (((concurrency >= 1) AND (concurrency <= 10000))),
+    CONSTRAINT job_types_global_concurrency_check CHECK ((global_concurrency >= 1)),
     CONSTRAINT job_types_lease_seconds_check CHECK (((lease_seconds >= 1) AND (lease_seconds <= 86400))),
     CONSTRAINT job_types_max_attempts_check CHECK (((max_attempts >= 1) AND (max_attempts <= 100))),
     CONSTRAINT job_types_memory_mb_check CHECK ((memory_mb > 0)),
     CONSTRAINT job_types_name_check CHECK ((name ~ '^[a-z][a-z0-9_-]{0,62}$'::text)),
     CONSTRAINT job_types_plan_check CHECK ((plan = ANY (ARRAY['free'::text, 'paid'::text]))),
+    CONSTRAINT job_types_rate_limit_check CHECK ((rate_limit >= 1)),
+    CONSTRAINT job_types_rate_period_seconds_check CHECK (((rate_period_seconds >= 1) AND (rate_period_seconds <= 86400))),
     CONSTRAINT job_types_timeout_seconds_check CHECK (((timeout_seconds >= 1) AND (timeout_seconds <= 604800)))
 );
 COMMENT ON TABLE pgcue.job_types IS 'Job types and their per-type settings (seed 002 worker table).';
+COMMENT ON COLUMN pgcue.job_types.global_concurrency IS 'Most jobs of this type running at once across the whole fleet.';
+COMMENT ON COLUMN pgcue.job_types.channel_concurrency IS 'Most jobs of this type running at once in one channel.';
+COMMENT ON COLUMN pgcue.job_types.rate_limit IS 'Most starts of this type per rate_period_seconds (sliding window).';
+COMMENT ON COLUMN pgcue.job_types.paused IS 'Paused: no claims; running jobs finish.';
 CREATE TABLE pgcue.jobs (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     type text NOT NULL,
@@ -64,6 +241,7 @@ CREATE TABLE pgcue.jobs (
     started_at timestamp with time zone,
     completed_at timestamp with time zone,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    unique_key text,
     CONSTRAINT jobs_attempts_within_max CHECK (((attempts >= 0) AND (attempts <= max_attempts))),
     CONSTRAINT jobs_cancelled_was_requested CHECK (((state <> 'cancelled'::text) OR cancel_requested)),
     CONSTRAINT jobs_channel_id_check CHECK (((length(channel_id) >= 1) AND (length(channel_id) <= 200))),
@@ -76,17 +254,17 @@ CREATE TABLE pgcue.jobs (
     CONSTRAINT jobs_owner_id_check CHECK (((length(owner_id) >= 1) AND (length(owner_id) <= 200))),
     CONSTRAINT jobs_progress_range CHECK (((progress >= 0) AND (progress <= 100))),
     CONSTRAINT jobs_running_has_started_at CHECK (((state <> 'running'::text) OR ((started_at IS NOT NULL) AND (attempts >= 1)))),
-    CONSTRAINT jobs_state_valid CHECK ((state = ANY (ARRAY['queued'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
+    CONSTRAINT jobs_state_valid CHECK ((state = ANY (ARRAY['queued'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
+    CONSTRAINT jobs_unique_key_check CHECK (((length(unique_key) >= 1) AND (length(unique_key) <= 200)))
 );
 COMMENT ON TABLE pgcue.jobs IS 'One row per job: the single source of truth of the queue.';
 COMMENT ON COLUMN pgcue.jobs.priority IS 'Higher runs first; ties run oldest run_at first.';
 COMMENT ON COLUMN pgcue.jobs.attempts IS 'Attempts started so far; the running attempt''s number, used to fence a worker''s writes.';
 COMMENT ON COLUMN pgcue.jobs.errors IS 'Per-attempt error history: [{attempt, at, error, kind}]';
-CREATE TABLE pgcue.schema_migrations (
-    version integer NOT NULL,
-    name text NOT NULL,
-    checksum text NOT NULL,
-    applied_at timestamp with time zone DEFAULT now() NOT NULL
+CREATE TABLE pgcue.paused_channels (
+    channel_id text NOT NULL,
+    paused_at timestamp with time zone DEFAULT now() NOT NULL,
+    reason text DEFAULT ''::text NOT NULL
 );
 CREATE TABLE pgcue.workers (
     id text NOT NULL,
@@ -99,22 +277,172 @@ CREATE TABLE pgcue.workers (
     stopped_at timestamp with time zone
 );
 COMMENT ON TABLE pgcue.workers IS 'Worker processes, refreshed by their heartbeat.';
+CREATE VIEW pgcue.queue_overview AS
+ SELECT t.name AS type,
+    count(j.id) FILTER (WHERE ((j.state = 'queued'::text) AND (j.run_at <= now()))) AS runnable,
+    count(j.id) FILTER (WHERE ((j.state = 'queued'::text) AND (j.run_at > now()))) AS scheduled,
+    count(j.id) FILTER (WHERE (j.state = 'running'::text)) AS running,
+    count(j.id) FILTER (WHERE (j.state = 'completed'::text)) AS completed,
+    count(j.id) FILTER (WHERE (j.state = 'failed'::text)) AS failed,
+    count(j.id) FILTER (WHERE (j.state = 'cancelled'::text)) AS cancelled,
+    date_trunc('second'::text, (now() - min(j.run_at) FILTER (WHERE ((j.state = 'queued'::text) AND (j.run_at <= now()))))) AS oldest_runnable_age,
+    t.concurrency AS concurrency_per_worker,
+    ( SELECT count(*) AS count
+           FROM pgcue.workers w
+          WHERE ((t.name = ANY (w.types)) AND (w.stopped_at IS NULL))) AS workers
+   FROM (pgcue.job_types t
+     LEFT JOIN pgcue.jobs j ON ((j.type = t.name)))
+  GROUP BY t.name, t.concurrency;
+COMMENT ON VIEW pgcue.queue_overview IS 'Per job type: jobs by state (queued split into runnable and scheduled), oldest runnable age, workers not stopped.';
+CREATE TABLE pgcue.rate_starts (
+    type text NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL
+);
+CREATE VIEW pgcue.recent_failures AS
+ SELECT j.id,
+    j.type,
+    j.channel_id,
+    ((e.value ->> 'attempt'::text))::integer AS attempt,
+    j.max_attempts,
+    ((e.value ->> 'at'::text))::timestamp with time zone AS failed_at,
+    (e.value ->> 'kind'::text) AS kind,
+    (e.value ->> 'error'::text) AS error,
+    j.state AS job_state
+   FROM (pgcue.jobs j
+     CROSS JOIN LATERAL jsonb_array_elements(j.errors) e(value))
+  WHERE (j.errors <> '[]'::jsonb)
+  ORDER BY ((e.value ->> 'at'::text))::timestamp with time zone DESC;
+COMMENT ON VIEW pgcue.recent_failures IS 'One row per failed attempt (error, kind, when) with the job''s current state, newest first.';
+CREATE VIEW pgcue.running_jobs AS
+ SELECT j.id,
+    j.type,
+    j.channel_id,
+    j.attempts AS attempt,
+    j.max_attempts,
+    j.locked_by AS worker,
+    w.hostname,
+    w.pid,
+    date_trunc('second'::text, j.started_at) AS started_at,
+    date_trunc('second'::text, (now() - j.started_at)) AS running_for,
+    date_trunc('second'::text, (j.lease_expires_at - now())) AS lease_left,
+    j.progress,
+    j.progress_message,
+    j.stage,
+    j.cancel_requested
+   FROM (pgcue.jobs j
+     LEFT JOIN pgcue.workers w ON ((w.id = j.locked_by)))
+  WHERE (j.state = 'running'::text)
+  ORDER BY j.started_at;
+COMMENT ON VIEW pgcue.running_jobs IS 'Running jobs with their worker (host, pid) and the time left on their lease.';
+CREATE TABLE pgcue.schedules (
+    name text NOT NULL,
+    cron text NOT NULL,
+    type text NOT NULL,
+    channel_id text NOT NULL,
+    payload jsonb DEFAULT '{}'::jsonb NOT NULL,
+    priority smallint DEFAULT 0 NOT NULL,
+    catch_up boolean DEFAULT false NOT NULL,
+    paused boolean DEFAULT false NOT NULL,
+    next_run_at timestamp with time zone NOT NULL,
+    last_run_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT schedules_name_check CHECK (((length(name) >= 1) AND (length(name) <= 200)))
+);
+COMMENT ON COLUMN pgcue.schedules.catch_up IS 'After downtime: true enqueues every missed tick, false only the next one.';
+CREATE TABLE pgcue.schema_migrations (
+    version integer NOT NULL,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+CREATE VIEW pgcue.stuck_jobs AS
+ SELECT j.id,
+    j.type,
+    j.channel_id,
+    j.attempts AS attempt,
+    j.max_attempts,
+    j.locked_by AS worker,
+    w.hostname,
+    w.pid,
+    date_trunc('second'::text, (now() - j.lease_expires_at)) AS lease_expired_for,
+    date_trunc('second'::text, (now() - w.last_seen_at)) AS worker_last_seen,
+    w.stopped_at AS worker_stopped_at
+   FROM (pgcue.jobs j
+     LEFT JOIN pgcue.workers w ON ((w.id = j.locked_by)))
+  WHERE ((j.state = 'running'::text) AND (j.lease_expires_at < now()))
+  ORDER BY j.lease_expires_at;
+COMMENT ON VIEW pgcue.stuck_jobs IS 'Running jobs whose lease expired (worker dead or stalled), oldest first.';
+CREATE VIEW pgcue.type_policies AS
+ SELECT t.name AS type,
+    t.plan,
+    t.paused,
+    t.concurrency AS per_process_concurrency,
+    t.global_concurrency,
+    t.channel_concurrency,
+    t.rate_limit,
+    t.rate_period_seconds,
+    ( SELECT count(*) AS count
+           FROM pgcue.jobs j
+          WHERE ((j.state = 'running'::text) AND (j.type = t.name))) AS running,
+    ( SELECT count(*) AS count
+           FROM pgcue.jobs j
+          WHERE ((j.state = 'queued'::text) AND (j.type = t.name))) AS queued,
+    ( SELECT count(*) AS count
+           FROM pgcue.rate_starts s
+          WHERE ((s.type = t.name) AND (s.started_at > (now() - make_interval(secs => (t.rate_period_seconds)::double precision))))) AS starts_in_window
+   FROM pgcue.job_types t
+  ORDER BY t.name;
+COMMENT ON VIEW pgcue.type_policies IS 'Per type: pause, limits, and running/queued/started against them.';
+CREATE TABLE pgcue.users (
+    id text NOT NULL,
+    plan text DEFAULT 'free'::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT users_id_check CHECK (((length(id) >= 1) AND (length(id) <= 200))),
+    CONSTRAINT users_plan_check CHECK ((plan = ANY (ARRAY['free'::text, 'paid'::text])))
+);
+COMMENT ON TABLE pgcue.users IS 'API users; the plan gates job types (job_types.plan).';
+ALTER TABLE ONLY pgcue.api_keys
+    ADD CONSTRAINT api_keys_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY pgcue.api_keys
+    ADD CONSTRAINT api_keys_token_hash_key UNIQUE (token_hash);
+ALTER TABLE ONLY pgcue.channels
+    ADD CONSTRAINT channels_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY pgcue.job_events
     ADD CONSTRAINT job_events_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY pgcue.job_types
     ADD CONSTRAINT job_types_pkey PRIMARY KEY (name);
 ALTER TABLE ONLY pgcue.jobs
     ADD CONSTRAINT jobs_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY pgcue.paused_channels
+    ADD CONSTRAINT paused_channels_pkey PRIMARY KEY (channel_id);
+ALTER TABLE ONLY pgcue.schedules
+    ADD CONSTRAINT schedules_pkey PRIMARY KEY (name);
 ALTER TABLE ONLY pgcue.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+ALTER TABLE ONLY pgcue.users
+    ADD CONSTRAINT users_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY pgcue.workers
     ADD CONSTRAINT workers_pkey PRIMARY KEY (id);
+CREATE INDEX channels_owner_idx ON pgcue.channels USING btree (owner_id);
 CREATE INDEX job_events_channel_idx ON pgcue.job_events USING btree (channel_id, id);
 CREATE INDEX job_events_job_idx ON pgcue.job_events USING btree (job_id, id);
+CREATE INDEX job_events_tx_idx ON pgcue.job_events USING btree (tx);
 CREATE INDEX jobs_channel_idx ON pgcue.jobs USING btree (channel_id, created_at DESC, id DESC);
-CREATE INDEX jobs_claim_idx ON pgcue.jobs USING btree (type, priority DESC, run_at) WHERE (state = 'queued'::text);
+CREATE INDEX jobs_claim_idx ON pgcue.jobs USING btree (type, channel_id, priority DESC, run_at) WHERE (state = 'queued'::text);
 CREATE INDEX jobs_finished_idx ON pgcue.jobs USING btree (completed_at) WHERE (completed_at IS NOT NULL);
 CREATE UNIQUE INDEX jobs_idempotency_idx ON pgcue.jobs USING btree (COALESCE(owner_id, ''::text), idempotency_key) WHERE (idempotency_key IS NOT NULL);
-CREATE INDEX jobs_running_idx ON pgcue.jobs USING btree (locked_by) WHERE (state = 'running'::text);
+CREATE INDEX jobs_running_idx ON pgcue.jobs USING btree (type, channel_id) WHERE (state = 'running'::text);
+CREATE UNIQUE INDEX jobs_unique_active_idx ON pgcue.jobs USING btree (type, unique_key) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['queued'::text, 'running'::text])));
+CREATE INDEX rate_starts_type_idx ON pgcue.rate_starts USING btree (type, started_at);
+CREATE INDEX schedules_due_idx ON pgcue.schedules USING btree (next_run_at) WHERE (NOT paused);
+ALTER TABLE ONLY pgcue.api_keys
+    ADD CONSTRAINT api_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES pgcue.users(id) ON DELETE CASCADE;
+ALTER TABLE ONLY pgcue.channels
+    ADD CONSTRAINT channels_owner_id_fkey FOREIGN KEY (owner_id) REFERENCES pgcue.users(id) ON DELETE CASCADE;
 ALTER TABLE ONLY pgcue.jobs
     ADD CONSTRAINT jobs_type_fkey FOREIGN KEY (type) REFERENCES pgcue.job_types(name);
+ALTER TABLE ONLY pgcue.rate_starts
+    ADD CONSTRAINT rate_starts_type_fkey FOREIGN KEY (type) REFERENCES pgcue.job_types(name) ON DELETE CASCADE;
+ALTER TABLE ONLY pgcue.schedules
+    ADD CONSTRAINT schedules_type_fkey FOREIGN KEY (type) REFERENCES pgcue.job_types(name);

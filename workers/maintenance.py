@@ -1,4 +1,4 @@
-"""Rescuer and pruner, run by one process of the fleet at a time.
+"""Rescuer, pruner and scheduler, run by one process of the fleet at a time.
 
 Every worker (and the API) runs this loop; the one that takes a session-level advisory
 lock on its own connection leads, the others retry now and then. If the leader dies, its
@@ -13,7 +13,7 @@ import time
 import asyncpg
 import structlog
 
-from service import db
+from service import db, metrics
 from service.config import Settings
 from service.queue import Queue
 
@@ -52,11 +52,21 @@ class Maintenance:
 
     async def _lead(self, conn: asyncpg.Connection) -> None:
         s = self.settings
-        next_prune = time.monotonic()
+        now = time.monotonic()
+        next_rescue = next_prune = now
+        tick = min(1.0, s.rescue_interval)  # schedules may tick every second
         while not conn.is_closed():
-            rescued = await self.queue.rescue()
-            if rescued:
-                log.warning("rescued jobs whose lease expired", jobs=len(rescued), states={r["state"] for r in rescued})
+            enqueued = await self.queue.enqueue_due_schedules()
+            if enqueued:
+                log.info("enqueued scheduled jobs", jobs=enqueued)
+            if time.monotonic() >= next_rescue:
+                rescued = await self.queue.rescue()
+                metrics.jobs_rescued(r["type"] for r in rescued)
+                if rescued:
+                    log.warning(
+                        "rescued jobs whose lease expired", jobs=len(rescued), states={r["state"] for r in rescued}
+                    )
+                next_rescue = time.monotonic() + s.rescue_interval
             if time.monotonic() >= next_prune:
                 pruned = await self.queue.prune(s.retention_seconds)
                 if pruned:
@@ -64,4 +74,4 @@ class Maintenance:
                 next_prune = time.monotonic() + s.prune_interval
             # The lock lives on this connection: a cheap round trip proves we still hold it.
             await self.queue.sql.execute(conn, "ping")
-            await asyncio.sleep(s.rescue_interval)
+            await asyncio.sleep(tick)

@@ -13,14 +13,21 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from service.models import JobType
+from service.cron import Cron
+from service.models import JobType, Schedule
 
 if TYPE_CHECKING:
     from workers.context import JobContext
 
 Handler = Callable[["JobContext"], Awaitable[Any]]
 
-BUILTIN_MODULES = ("workers.types.builtin",)
+BUILTIN_MODULES = (
+    "workers.types.builtin",
+    "workers.types.tts",
+    "workers.types.render",
+    "workers.types.download",
+    "workers.types.text",
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,11 @@ class TypeSpec:
     retry_base_seconds: float | None = None  # None: PGCUE_RETRY_BASE_SECONDS
     claim_batch: int | None = None  # None: PGCUE_CLAIM_BATCH
     description: str = ""
+    # Fleet-wide policies (None: no limit), enforced in the claim across every process.
+    global_concurrency: int | None = None  # running at once in the whole fleet
+    channel_concurrency: int | None = None  # running at once in one channel
+    rate_limit: int | None = None  # starts per rate_period_seconds
+    rate_period_seconds: int = 60
 
     def row(self) -> JobType:
         return JobType(
@@ -47,6 +59,10 @@ class TypeSpec:
             timeout_seconds=self.timeout_seconds,
             max_attempts=self.max_attempts,
             description=self.description,
+            global_concurrency=self.global_concurrency,
+            channel_concurrency=self.channel_concurrency,
+            rate_limit=self.rate_limit,
+            rate_period_seconds=self.rate_period_seconds,
         )
 
 
@@ -145,6 +161,39 @@ def job_type(name: str, **settings: Any) -> Callable[[Handler], Handler]:
         return handler
 
     return register
+
+
+_schedules: dict[str, Schedule] = {}
+
+
+def schedule(
+    name: str,
+    cron: str,
+    job_type: str,
+    channel_id: str,
+    payload: Any = None,
+    *,
+    priority: int = 0,
+    catch_up: bool = False,
+) -> Schedule:
+    """Register a periodic job (see service.models.Schedule); checked here, so a bad cron
+    expression fails at import, not at its first tick."""
+    Cron.parse(cron)
+    entry = Schedule(
+        name=name,
+        cron=cron,
+        type=job_type,
+        channel_id=channel_id,
+        payload={} if payload is None else payload,
+        priority=priority,
+        catch_up=catch_up,
+    )
+    _schedules[name] = entry
+    return entry
+
+
+def all_schedules() -> list[Schedule]:
+    return [entry for _, entry in sorted(_schedules.items())]
 
 
 def load(modules: Iterable[str] = ()) -> None:

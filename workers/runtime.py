@@ -24,11 +24,12 @@ from typing import Any
 import asyncpg
 import structlog
 
-from service import db
+from service import db, metrics
 from service.config import Settings
 from service.errors import InvalidJob
 from service.queries import channel
 from service.queue import Completion, Failure, Queue, Report, json_text, retry_delay
+from workers import registry
 from workers.context import JobCancelled, JobContext, LeaseLost, PermanentError, Result
 from workers.maintenance import Maintenance
 from workers.registry import TypeSpec
@@ -165,6 +166,10 @@ class Worker:
         self._stop = asyncio.Event()
         self._grace = settings.shutdown_grace
         self._released: list[tuple[uuid.UUID, int]] = []
+        self._probe: tuple[str, asyncio.Future[None]] | None = None
+        self._cursor = dict.fromkeys(self.specs, "")  # where each type's next claim starts round the channels
+        self._limited: dict[str, bool] = {}  # types claimed under a fleet-wide lock
+        self._probe_seq = 0
         self.stats = {"claimed": 0, "completed": 0, "failed": 0, "released": 0}
         self.log = log.bind(worker_id=self.worker_id)
 
@@ -186,6 +191,7 @@ class Worker:
         self.reporter = Reporter(self)
         self.completer = Completer(self.queue)
         await self.queue.register_types([spec.row() for spec in self.specs.values()])
+        await self.queue.register_schedules(registry.all_schedules())
         await self.queue.sql.execute(
             self.pool,
             "register_worker",
@@ -195,6 +201,7 @@ class Worker:
             sorted(self.specs),
             sum(self.limits.values()),
         )
+        await self._refresh_policies()
         background = [
             asyncio.create_task(self._listen(), name="listener"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
@@ -263,15 +270,21 @@ class Worker:
             free = self.limits[name] - self.busy[name]
             if free > 0:
                 want = min(free, batch_limit)
+                limited = self._limited.get(name, False)
                 try:
-                    jobs = await self.queue.claim(name, want, self.worker_id, spec.lease_seconds)
+                    jobs = await self.queue.claim(
+                        name, want, self.worker_id, spec.lease_seconds, cursor=self._cursor[name], limited=limited
+                    )
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     self.log.warning("claim failed; backing off", job_type=name, error=str(exc), backoff=backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 backoff = 0.1
-                self._maybe_more[name] = len(jobs) == want
+                self._cursor[name] = jobs.next_cursor
+                # A limited type may get fewer than it asked for while there is more work:
+                # its next chance comes when one of its jobs ends (here) or at the poll.
+                self._maybe_more[name] = len(jobs) == want or limited
                 for job in jobs:
                     self._start(spec, job)
                 if jobs and len(jobs) == want and self.busy[name] < self.limits[name]:
@@ -283,6 +296,7 @@ class Worker:
 
     def _start(self, spec: TypeSpec, job: Any) -> None:
         self.stats["claimed"] += 1
+        metrics.job_started(job.type, (job.started_at - job.run_at).total_seconds())
         self.busy[spec.name] += 1
         job_log = self.log.bind(job_id=str(job.id), job_type=job.type, channel_id=job.channel_id, attempt=job.attempts)
         ctx = JobContext(job, self.reporter, job_log)
@@ -293,6 +307,7 @@ class Worker:
     async def _run_job(self, running: Running) -> None:
         spec, ctx = running.spec, running.ctx
         job = ctx.job
+        began = time.monotonic()
         try:
             outcome = await self._execute(spec, ctx)
             if outcome is None:
@@ -304,6 +319,7 @@ class Worker:
                 ctx.log.warning("outcome not recorded: the job is no longer held by this worker")
             else:
                 self.stats["completed" if state == "completed" else "failed"] += 1
+                metrics.job_finished(spec.name, state, time.monotonic() - began)
                 ctx.log.debug("job finished", state=state)
         except asyncio.CancelledError:
             self._released.append((job.id, job.attempts))
@@ -358,10 +374,27 @@ class Worker:
 
     # --- heartbeat and notifications -----------------------------------------------------
 
+    async def _refresh_policies(self) -> None:
+        """Learn which types have fleet-wide, per-channel or rate limits (set at
+        registration): those claim under a per-type lock. Pauses need no refresh: the
+        claim itself reads them."""
+        policies = await self.queue.policies(list(self.specs))
+        self._limited = {
+            name: any(p[k] is not None for k in ("global_concurrency", "channel_concurrency", "rate_limit"))
+            for name, p in policies.items()
+        }
+
     async def _heartbeat(self) -> None:
         interval = max(0.1, min(spec.lease_seconds for spec in self.specs.values()) / 3)
+        beats = 0
         while True:
             await asyncio.sleep(interval)
+            beats += 1
+            if beats % 10 == 0:
+                try:
+                    await self._refresh_policies()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    pass
             held = [(job_id, r.ctx.attempt, r.spec.lease_seconds) for job_id, r in self.running.items()]
             try:
                 answer = await self.queue.heartbeat(self.worker_id, held)
@@ -382,6 +415,8 @@ class Worker:
             event = self._wake.get(payload)
             if event is not None:
                 event.set()
+            elif self._probe is not None and payload == self._probe[0] and not self._probe[1].done():
+                self._probe[1].set_result(None)
         elif chan == self._chan_cancel:
             try:
                 running = self.running.get(uuid.UUID(payload))
@@ -396,6 +431,7 @@ class Worker:
         producer once, since a notification sent during the gap was lost."""
         self._chan_wake = channel(self.settings.schema, "wake")
         self._chan_cancel = channel(self.settings.schema, "cancel")
+        metrics.listener_connected("worker", False)
         backoff = 0.1
         while True:
             closed = asyncio.Event()
@@ -410,14 +446,40 @@ class Worker:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
+            metrics.listener_connected("worker", True)
             for event in self._wake.values():
                 event.set()
             try:
-                await closed.wait()
-                self.log.warning("listener connection lost; reconnecting")
+                while not closed.is_set():
+                    try:
+                        await asyncio.wait_for(closed.wait(), self.settings.listener_probe_interval)
+                    except TimeoutError:
+                        if not await self._probe_listener():
+                            break
+                if closed.is_set():
+                    self.log.warning("listener connection lost; reconnecting")
             finally:
+                metrics.listener_connected("worker", False)
                 if not conn.is_closed():
                     conn.terminate()
+
+    async def _probe_listener(self) -> bool:
+        """A NOTIFY round trip through the database to our own LISTEN connection. A
+        connection can look open and hear nothing (a half-dead TCP link, a proxy that
+        dropped it): without an answer in time we drop it and connect again."""
+        self._probe_seq += 1
+        token = f"probe:{self.worker_id}:{self._probe_seq}"
+        heard: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._probe = (token, heard)
+        try:
+            await self.queue.sql.execute(self.pool, "notify_wake", token)
+            await asyncio.wait_for(heard, self.settings.listener_probe_timeout)
+            return True
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            self.log.warning("listener probe failed; reconnecting", error=str(exc) or type(exc).__name__)
+            return False
+        finally:
+            self._probe = None
 
 
 def install_signal_handlers(worker: Worker) -> None:
