@@ -29,6 +29,8 @@ from service.queue import Queue
 from workers import registry
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.apiserver"]  # the `api` fixture: the real app served on loopback
+
 BASE_DSN = os.environ.get("PGCUE_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 FINISHED = {"completed", "failed", "cancelled"}
 

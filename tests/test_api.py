@@ -15,7 +15,6 @@ from service.config import Settings
 from tests.apiserver import Api, SseReader, serve
 from tests.conftest import ROOT, dsn_for
 
-pytest_plugins = ["tests.apiserver"]
 pytestmark = pytest.mark.timeout(60)
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

@@ -13,8 +13,6 @@ import pytest
 
 from tests.apiserver import Api
 
-pytest_plugins = ["tests.apiserver"]
-
 
 @pytest.mark.timeout(90)
 async def test_schemathesis_finds_no_server_errors(api: Api, tmp_path: Path) -> None:

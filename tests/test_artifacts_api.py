@@ -13,8 +13,6 @@ from service.models import NewJob
 from tests.apiserver import Api
 from tests.conftest import make_settings
 
-pytest_plugins = ["tests.apiserver"]
-
 
 @pytest.fixture
 def settings(database: str, tmp_path: Path) -> Settings:

@@ -14,7 +14,6 @@ from service.events import Cursor, Subscriber, advance
 from tests.apiserver import Api, SseReader
 from tests.conftest import Watcher
 
-pytest_plugins = ["tests.apiserver"]
 pytestmark = pytest.mark.timeout(60)
 
 

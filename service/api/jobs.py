@@ -153,6 +153,8 @@ class JobsController(Controller):
                 run_at=data.run_at,
                 max_attempts=data.max_attempts,
                 idempotency_key=idempotency_key,
+                unique_key=data.unique_key,
+                on_conflict=data.on_conflict,
             )
         )
         if idempotency_key is not None and (

@@ -11,7 +11,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
-from service.errors import InvalidJob, InvalidTransition, JobNotFound, UnknownJobType
+from service.errors import InvalidJob, InvalidTransition, JobNotFound, UniqueConflict, UnknownJobType
 
 log = structlog.get_logger("pgcue.api")
 
@@ -87,7 +87,10 @@ def _on_problem(_: Request[Any, Any, Any], exc: ApiProblem) -> Response[Any]:
 def _on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     extra = exc.extra if isinstance(exc.extra, list) else None
     errors = [{k: str(v) for k, v in e.items()} for e in extra if isinstance(e, dict)] if extra else None
-    text = " ".join(str(e.get("message", "")) for e in errors or []) or str(exc.detail)
+    # Name the field in the message: "onConflict: Invalid enum value 'maybe'".
+    text = " ".join(
+        f"{e['key']}: {e.get('message', '')}" if e.get("key") else str(e.get("message", "")) for e in errors or []
+    ) or str(exc.detail)
     lowered = text.lower()
     if "json is malformed" in lowered or "malformed" in lowered or ("decode" in lowered and "json" in lowered):
         kind, title = "bad-json", "Body is not valid JSON"
@@ -136,6 +139,8 @@ def _on_domain(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         return _response(not_found(f"job {exc.job_id} not found"))
     if isinstance(exc, InvalidTransition):
         return _response(ApiProblem(409, "invalid-transition", "Invalid state transition", str(exc)))
+    if isinstance(exc, UniqueConflict):
+        return _response(ApiProblem(409, "unique-conflict", "A unique job is already queued or running", str(exc)))
     if isinstance(exc, UnknownJobType):
         return _response(ApiProblem(422, "unknown-job-type", "Unknown job type", str(exc)))
     if isinstance(exc, InvalidJob):
@@ -169,6 +174,7 @@ exception_handlers: dict[Any, Any] = {
     InvalidTransition: _on_domain,
     UnknownJobType: _on_domain,
     InvalidJob: _on_domain,
+    UniqueConflict: _on_domain,
     Exception: _on_unexpected,
 }
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -100,6 +100,19 @@ class NewJobBody(Base, forbid_unknown_fields=True):
     priority: Annotated[int, msgspec.Meta(ge=-1000, le=1000)] = 0
     run_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+    unique_key: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1, max_length=200, description="at most one queued-or-running job per (type, uniqueKey)"
+            ),
+        ]
+        | None
+    ) = None
+    on_conflict: Annotated[
+        Literal["return", "replace", "reject"],
+        msgspec.Meta(description="when uniqueKey is taken: return that job, replace its payload, or 409"),
+    ] = "return"
 
 
 class StatRow(Base):
