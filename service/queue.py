@@ -263,14 +263,14 @@ class Queue:
         rate limits) claim under a per-type lock that makes the limits exact."""
         lease = float(lease_seconds)
         if not limited:
-            rows = await self.sql.fetch(self.pool, "claim_jobs", job_type, limit, worker_id, lease, cursor, None)
+            all_rows = await self.sql.fetch(self.pool, "claim_jobs", job_type, limit, worker_id, lease, cursor, None)
         else:
             async with _connection(self.pool) as conn, conn.transaction():
                 await self.sql.execute(conn, "lock_claims", job_type)
                 budget = await self.sql.fetchrow(conn, "claim_budget", job_type, limit)
                 if budget is None or budget["budget"] <= 0:
                     return Claimed([], cursor)
-                rows = await self.sql.fetch(
+                all_rows = await self.sql.fetch(
                     conn,
                     "claim_jobs",
                     job_type,
@@ -280,8 +280,11 @@ class Queue:
                     cursor,
                     budget["channel_concurrency"],
                 )
-                if rows and budget["rate_limited"]:
-                    await self.sql.execute(conn, "record_starts", job_type, len(rows))
+                claimed = sum(1 for r in all_rows if r["id"] is not None)
+                if claimed and budget["rate_limited"]:
+                    await self.sql.execute(conn, "record_starts", job_type, claimed)
+        meta = all_rows[0] if all_rows else None
+        rows = [r for r in all_rows if r["id"] is not None]
         jobs = [
             ClaimedJob(
                 id=r["id"],
@@ -300,7 +303,9 @@ class Queue:
             )
             for r in rows
         ]
-        return Claimed(jobs, rows[0]["next_cursor"] if rows else cursor)
+        if meta is None or meta["next_cursor"] is None:
+            return Claimed(jobs, cursor)
+        return Claimed(jobs, meta["next_cursor"], ring_full=meta["ring_channels"] >= limit)
 
     async def policies(self, types: Sequence[str]) -> dict[str, asyncpg.Record]:
         """Each type's limits and pause flag, as the claim must respect them."""
@@ -490,9 +495,11 @@ class Queue:
 class Claimed(list[ClaimedJob]):
     """Claimed jobs, and where the worker's next claim should start round the channels."""
 
-    def __init__(self, jobs: list[ClaimedJob], next_cursor: str) -> None:
+    def __init__(self, jobs: list[ClaimedJob], next_cursor: str, ring_full: bool = False) -> None:
         super().__init__(jobs)
         self.next_cursor = next_cursor
+        # The claim visited as many channels as it may: there may be more past the cursor.
+        self.ring_full = ring_full
 
 
 @asynccontextmanager

@@ -201,3 +201,18 @@ async def test_policies_show_in_psql(pool: asyncpg.Pool, queue: Queue) -> None:
     assert rows["t-limited"]["global_concurrency"] == 2 and rows["t-limited"]["queued"] == 3
     assert rows["t-rated"]["paused"] and rows["t-rated"]["rate_limit"] == 4
     assert rows["t-chanlimited"]["channel_concurrency"] == 1
+
+
+async def test_channels_holding_only_delayed_jobs_do_not_hide_runnable_ones(queue: Queue) -> None:
+    later = datetime.now().astimezone() + timedelta(hours=1)
+    # 30 channels whose only jobs are delayed sort before the one channel with runnable work.
+    await queue.enqueue_many([NewJob(type="echo", channel_id=f"a-{i:02d}", run_at=later) for i in range(30)])
+    (ready,) = await queue.enqueue_many([NewJob(type="echo", channel_id="z-ready")])
+    cursor, seen = "", []
+    for _ in range(5):  # a claim of 10 visits at most 10 channels; the cursor moves on
+        claimed = await queue.claim("echo", 10, "w", 30, cursor=cursor)
+        seen += [c.id for c in claimed]
+        cursor = claimed.next_cursor
+        if seen:
+            break
+    assert seen == [ready]

@@ -265,6 +265,7 @@ class Worker:
         batch_limit = spec.claim_batch or self.settings.claim_batch
         wake = self._wake[name]
         backoff = 0.1
+        rotations = 0  # claims in a row that found a full ring of channels but took no job
         while not self._stop.is_set():
             wake.clear()
             free = self.limits[name] - self.busy[name]
@@ -289,6 +290,11 @@ class Worker:
                     self._start(spec, job)
                 if jobs and len(jobs) == want and self.busy[name] < self.limits[name]:
                     continue  # a full batch: there is probably more, and room for it
+                # Every channel visited had only delayed jobs: go on round the ring now,
+                # a bounded number of times, rather than waiting a poll per ring.
+                rotations = rotations + 1 if not jobs and jobs.ring_full else 0
+                if 0 < rotations <= 10:
+                    continue
             try:
                 await asyncio.wait_for(wake.wait(), self.settings.poll_interval)
             except TimeoutError:

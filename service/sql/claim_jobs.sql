@@ -4,7 +4,8 @@
 -- params: $1 type text, $2 limit int, $3 worker id text, $4 lease seconds float8,
 --         $5 channel cursor text (the ring starts after it; '' = from the start),
 --         $6 per-channel running limit int (NULL = none; set only under claim_budget's lock)
--- returns the claimed jobs, each with `next_cursor`: where this worker's next claim starts.
+-- returns the claimed jobs (or one row of NULLs when none), each with `next_cursor`, where
+-- this worker's next claim starts, and `ring_channels`, how many channels were visited.
 --
 -- Fairness. A channel with 10,000 queued jobs must not starve one with a single job, so
 -- a claim does not take the type's top $2 jobs: it walks the distinct channels that have
@@ -93,10 +94,13 @@ WITH RECURSIVE ring (channel_id, first_channel, n) AS (
            jsonb_build_object('state', 'running', 'attempt', attempts, 'maxAttempts', max_attempts)
     FROM claimed
 )
--- The scalar subqueries run once, and only if a row was claimed (an idle poll notifies no one).
-SELECT c.*,
-       (SELECT channel_id FROM ring WHERE n = (SELECT last_n FROM ring_size)) AS next_cursor,
-       (SELECT pg_notify('pgcue_events', '')) IS NULL AS notified
-FROM claimed c
-JOIN next n ON n.id = c.id
+-- Always one row at least: where the next claim starts round the ring (also when nothing
+-- was claimed, so channels whose jobs are all delayed are passed over next time), and
+-- whether the ring was full. The notification's scalar subquery runs once, and only if a
+-- job was claimed (an idle poll notifies no one).
+SELECT c.*, m.next_cursor, m.ring_channels,
+       CASE WHEN c.id IS NOT NULL THEN (SELECT pg_notify('pgcue_events', '')) IS NULL END AS notified
+FROM (SELECT (SELECT channel_id FROM ring WHERE n = (SELECT last_n FROM ring_size)) AS next_cursor,
+             (SELECT channels FROM ring_size) AS ring_channels) m
+LEFT JOIN (claimed c JOIN next n ON n.id = c.id) ON true
 ORDER BY n.rank, n.priority DESC, n.ring_pos;
