@@ -283,13 +283,15 @@ class Worker:
                     continue
                 backoff = 0.1
                 self._cursor[name] = jobs.next_cursor
-                # A limited type may get fewer than it asked for while there is more work:
-                # its next chance comes when one of its jobs ends (here) or at the poll.
-                self._maybe_more[name] = len(jobs) == want or limited
+                # A claim that took anything may have left more behind: fair claims take a
+                # share per channel, so a short batch is normal with work still queued, and
+                # a limited type gets no more than its budget. So claim again while there
+                # is room, and when a job ends; only an empty claim waits for a wake-up.
+                self._maybe_more[name] = bool(jobs) or limited
                 for job in jobs:
                     self._start(spec, job)
-                if jobs and len(jobs) == want and self.busy[name] < self.limits[name]:
-                    continue  # a full batch: there is probably more, and room for it
+                if jobs and not limited and self.busy[name] < self.limits[name]:
+                    continue
                 # Every channel visited had only delayed jobs: go on round the ring now,
                 # a bounded number of times, rather than waiting a poll per ring.
                 rotations = rotations + 1 if not jobs and jobs.ring_full else 0
