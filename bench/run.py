@@ -4,6 +4,8 @@ Prints a table and writes bench/results/<time>.json.
 
     make bench                                   # defaults: 100,000-job drains, 3 runs each
     make bench BENCH_ARGS="--jobs 20000 --only drain,latency --no-peers"
+    make bench BENCH_ARGS="--only http,sse --no-peers"  # the API: needs wrk (or uses an asyncio client)
+    make bench BENCH_ARGS="--only soak --soak-jobs 50000 --no-peers"  # the soak runs only when asked
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import api_bench, soak
 from bench import pgcue_bench as pb
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-WORKLOADS = ("enqueue", "drain", "drain2", "latency", "ceiling")
+WORKLOADS = ("enqueue", "drain", "drain2", "latency", "ceiling", "http", "sse")
+OPTIONAL = ("soak",)  # long: only with --soak, --soak-jobs or --only soak
 
 
 def _collect(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: pb.summarise([r[k] for r in runs]) for k in keys}
+    out: dict[str, Any] = {k: pb.summarise([r[k] for r in runs]) for k in keys}
+    out["raw"] = runs
+    return out
 
 
 async def run_pgcue(args: argparse.Namespace) -> dict[str, Any]:
@@ -36,6 +42,8 @@ async def run_pgcue(args: argparse.Namespace) -> dict[str, Any]:
     for name in WORKLOADS:
         if name not in only:
             continue
+        if name == "http":
+            print(f"  http load generator: {_http_client(args)}", file=sys.stderr, flush=True)
         runs = []
         for i in range(args.repeat):
             print(f"  pgcue {name} run {i + 1}/{args.repeat} …", file=sys.stderr, flush=True)
@@ -49,9 +57,31 @@ async def run_pgcue(args: argparse.Namespace) -> dict[str, Any]:
                 runs.append(await pb.pickup_latency(args.dsn, args.latency_jobs))
             elif name == "ceiling":
                 runs.append(await pb.ceiling(args.dsn, args.jobs))
-        keys = tuple(k for k in runs[0] if k.endswith(("_per_s", "_ms")))
+            elif name == "http":
+                runs.append(
+                    await api_bench.http_enqueue(
+                        args.dsn,
+                        seconds=args.http_seconds,
+                        warmup=args.http_warmup,
+                        connections=args.http_connections,
+                        client=args.http_client,
+                    )
+                )
+            elif name == "sse":
+                runs.append(await api_bench.sse_fanout(args.dsn, args.sse_subscribers, args.sse_jobs))
+        keys = tuple(k for k in runs[0] if k.endswith(("_per_s", "_ms", "_pct")))
         out[name] = _collect(runs, keys)
+    if "soak" in only:  # once, whatever --repeat says: it is the long run
+        print(f"  pgcue soak: {args.soak_jobs:,} jobs …", file=sys.stderr, flush=True)
+        out["soak"] = await soak.soak(args.dsn, args.soak_jobs, args.soak_processes)
     return out
+
+
+def _http_client(args: argparse.Namespace) -> str:
+    if args.http_client == "asyncio" or (args.http_client == "auto" and not api_bench.wrk_path()):
+        why = "asked for" if args.http_client == "asyncio" else "wrk not found; apt-get install -y wrk to use it"
+        return f"asyncio client ({why})"
+    return f"wrk ({api_bench.wrk_path()})"
 
 
 def run_peers(args: argparse.Namespace) -> dict[str, Any]:
@@ -99,6 +129,9 @@ def print_table(result: dict[str, Any]) -> None:
     ceil = p.get("ceiling", {}).get("drain_per_s")
     if drain and ceil:
         print(f"  {'drain as a fraction of the ceiling':<48} {drain['median'] / ceil['median']:.2f}")
+    _print_api(p)
+    if "soak" in p:
+        _print_soak(p["soak"])
     peers = result.get("peers") or {}
     if "skipped" in peers:
         print(f"\npeers skipped: {peers['skipped']}")
@@ -107,6 +140,75 @@ def print_table(result: dict[str, Any]) -> None:
         if not isinstance(data, dict):
             continue
         print(f"\n{peer}: {json.dumps(data)[:400]}")
+
+
+def _print_api(p: dict[str, Any]) -> None:
+    http, sse = p.get("http"), p.get("sse")
+    if http:
+        raw = http["raw"]
+        client, conns = raw[0]["client"], raw[0]["connections"]
+        print(f"\n  HTTP enqueue: POST /api/jobs, one API process, {client}, {conns} connections")
+        for label, key in (
+            ("requests/s (201s)", "requests_per_s"),
+            ("latency p50, ms", "p50_ms"),
+            ("latency p99, ms", "p99_ms"),
+            ("API process CPU, % of a core", "server_cpu_pct"),
+            ("client CPU, % of a core", "client_cpu_pct"),
+        ):
+            if key in http:
+                print(f"    {label:<46} {_fmt(http[key])}")
+        bad = [r for r in raw if not r["all_201"]]
+        stored = all(r.get("stored_matches_201s", True) for r in raw)
+        verdict = "yes" if not bad else "NO: " + json.dumps([[r["other_statuses"], r["socket_errors"]] for r in bad])
+        if not stored:
+            verdict += " (the jobs stored do not match the 201s!)"
+        print(f"    {'every response 201':<46} {verdict}")
+    if sse:
+        raw = sse["raw"]
+        r0 = raw[0]
+        print(
+            f"\n  SSE fan-out: {r0['subscribers']:,} subscribers on one channel stream, "
+            f"{r0['status_events']} status events ({r0['jobs']} echo jobs), one API process"
+        )
+        for label, key in (
+            ("state change → received by all, p50 ms", "all_p50_ms"),
+            ("state change → received by all, p99 ms", "all_p99_ms"),
+            ("state change → one delivery, p50 ms", "delivery_p50_ms"),
+            ("state change → one delivery, p99 ms", "delivery_p99_ms"),
+            ("API process CPU, % of a core", "server_cpu_pct"),
+            ("client CPU, % of a core", "client_cpu_pct"),
+            ("client event-loop lag p99, ms", "client_loop_lag_p99_ms"),
+        ):
+            print(f"    {label:<46} {_fmt(sse[key])}")
+        missing = sum(r["missing_deliveries"] + r["bad_http_status"] + r["cut_off_too_slow"] for r in raw)
+        print(
+            f"    {'every event delivered to every subscriber':<46} {'yes' if not missing else f'NO ({missing} lost)'}"
+        )
+        print(
+            "    (the subscribers run in this process, on the same two cores as the server and PostgreSQL;"
+            " its CPU and loop lag say whether the client could be the limit)"
+        )
+
+
+def _print_soak(s: dict[str, Any]) -> None:
+    print(
+        f"\n  soak: {s['jobs']:,} no-op jobs enqueued in batches of {s['batch']:,} "
+        f"({s['enqueue_per_s']:,.0f} jobs/s), drained by {s['processes']} process(es) at {s['drain_per_s']:,.0f} jobs/s"
+    )
+    print("    slice   jobs/s")
+    for sl in s["slices"]:
+        print(f"    {sl['slice'] * 10 - 10:>3}–{sl['slice'] * 10}%  {sl['per_s']:>10,.0f}")
+    verdict = "yes" if s["last_within_25pct"] else "NO"
+    print(f"    last slice / first slice: {s['last_to_first']:.2f} — no more than 25% slower: {verdict}")
+    gaps = ", ".join(f"{g['seconds']:.3f} s at {g['at_pct']:.0f}%" for g in s.get("longest_gaps", []))
+    print(f"    longest pauses between completions: {gaps}")
+    print(f"    {'':<22}{'total MB':>10}{'heap MB':>10}{'index MB':>10}{'rows':>12}{'dead (est.)':>12}")
+    for when in ("empty", "enqueued", "drained"):
+        for table, z in s["sizes"][when].items():
+            print(
+                f"    {table + ' ' + when:<22}{z['total_bytes'] / 2**20:>10.1f}{z['heap_bytes'] / 2**20:>10.1f}"
+                f"{z['index_bytes'] / 2**20:>10.1f}{z['rows']:>12,}{z['dead_rows']:>12,}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,19 +228,34 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         type=lambda s: s.split(","),
         default=list(WORKLOADS),
-        help=f"comma-separated subset of {','.join(WORKLOADS)}",
+        help=f"comma-separated subset of {','.join(WORKLOADS + OPTIONAL)}",
     )
     ap.add_argument("--no-peers", action="store_true")
+    api = ap.add_argument_group("API workloads (http, sse)")
+    api.add_argument("--http-seconds", type=float, default=10.0, help="measured seconds of load per run")
+    api.add_argument("--http-warmup", type=float, default=2.0, help="seconds of load before measuring")
+    api.add_argument("--http-connections", type=int, default=64)
+    api.add_argument("--http-client", choices=("auto", "wrk", "asyncio"), default="auto", help="auto: wrk if installed")
+    api.add_argument("--sse-subscribers", type=int, default=1000)
+    api.add_argument("--sse-jobs", type=int, default=50, help="echo jobs enqueued 100 ms apart")
+    long = ap.add_argument_group("soak (not run unless asked)")
+    long.add_argument("--soak", action="store_true", help="also run the soak (1,000,000 jobs unless --soak-jobs)")
+    long.add_argument("--soak-jobs", type=int, help="jobs in the soak (implies --soak)")
+    long.add_argument("--soak-processes", type=int, default=1, choices=(1, 2), help="worker processes draining")
     args = ap.parse_args(argv)
-    unknown = set(args.only) - set(WORKLOADS)
+    unknown = set(args.only) - set(WORKLOADS + OPTIONAL)
     if unknown:
         ap.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    if args.soak or args.soak_jobs:
+        args.only = [*args.only, "soak"]
+    args.soak_jobs = args.soak_jobs or 1_000_000
     started = time.time()
     result: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "jobs": args.jobs,
         "repeat": args.repeat,
+        "settings": {k: v for k, v in vars(args).items() if k.startswith(("http_", "sse_", "soak_"))},
         "pgcue": asyncio.run(run_pgcue(args)),
     }
     if not args.no_peers:
