@@ -18,6 +18,7 @@ Three kinds of numbers, each exported where it is known:
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
@@ -134,17 +135,24 @@ def jobs_enqueued(types: Sequence[str]) -> None:
         JOBS_ENQUEUED.labels(type=name).inc(n)
 
 
+@functools.cache
+def _child(metric: Any, job_type: str) -> Any:
+    """A metric's child for one job type, looked up once: `labels()` costs a lock and a
+    dict lookup, and these are called for every job on the worker's hot path."""
+    return metric.labels(type=job_type)
+
+
 def job_started(job_type: str, wait_seconds: float) -> None:
-    JOBS_STARTED.labels(type=job_type).inc()
-    JOB_WAIT_SECONDS.labels(type=job_type).observe(max(0.0, wait_seconds))
+    _child(JOBS_STARTED, job_type).inc()
+    _child(JOB_WAIT_SECONDS, job_type).observe(max(0.0, wait_seconds))
 
 
 def job_finished(job_type: str, state: str, run_seconds: float) -> None:
     """An attempt's recorded outcome: the job's new state (queued = will retry)."""
     counter = _OUTCOME_COUNTERS.get(state)
     if counter is not None:
-        counter.labels(type=job_type).inc()
-    JOB_RUN_SECONDS.labels(type=job_type).observe(max(0.0, run_seconds))
+        _child(counter, job_type).inc()
+    _child(JOB_RUN_SECONDS, job_type).observe(max(0.0, run_seconds))
 
 
 def jobs_rescued(types: Iterable[str]) -> None:
