@@ -21,7 +21,8 @@
 --     CTE locked -> Nested Loop (ring x Limit -> LockRows -> Index Scan using jobs_claim_idx
 --                   Index Cond: (type = $1 AND channel_id = r.channel_id AND run_at <= now()))
 --     CTE ranked -> WindowAgg (sort of the <= $2 + channels locked rows)
---     -> Nested Loop (next: Limit -> Sort by rank) -> Index Scan using jobs_pkey on jobs j
+--     CTE next   -> Limit -> Sort by rank
+--     CTE claimed -> Update on jobs -> Index Scan using jobs_pkey (id = ANY (ARRAY(next)))
 -- The state is re-checked on each locked row, so a job claimed meanwhile is not taken
 -- twice. Locked rows past the limit stay queued and are free again at commit.
 WITH RECURSIVE ring (channel_id, first_channel, n) AS (
@@ -84,8 +85,9 @@ WITH RECURSIVE ring (channel_id, first_channel, n) AS (
         lease_expires_at = now() + make_interval(secs => $4),
         started_at = now(),
         updated_at = now()
-    FROM next
-    WHERE j.id = next.id
+    -- The ids as an array, not a join: the planner cannot tell how few rows `next` has
+    -- and may otherwise hash-join it against a sequential scan of the whole table.
+    WHERE j.id = ANY (ARRAY(SELECT id FROM next))
     RETURNING j.id, j.type, j.channel_id, j.owner_id, j.priority, j.payload, j.attempts,
               j.max_attempts, j.cancel_requested, j.stage, j.created_at, j.run_at, j.started_at
 ), events AS (
