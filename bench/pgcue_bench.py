@@ -27,7 +27,7 @@ from psycopg import sql as psql
 from service import db, migrate
 from service.config import Settings
 from service.models import NewJob
-from service.queue import Queue
+from service.queue import Completion, Queue
 from workers import registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -224,3 +224,42 @@ def _pct(sorted_values: list[float], p: float) -> float:
 
 def summarise(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
+
+
+async def fairness(base_dsn: str, jobs: int = 20_000, channels: int = 16, batch: int = 100) -> dict[str, Any]:
+    """Claim throughput with fairness on (the product's round-robin claim) and off (the
+    plain priority-order claim, with the index it needs), on the same jobs and connection:
+    claim a batch, record it complete, until the backlog is empty."""
+    fifo_sql = (Path(__file__).parent / "claim_fifo.sql").read_text()
+    out: dict[str, Any] = {"jobs": jobs, "channels": channels}
+    for mode in ("fair", "fifo"):
+        async with scratch_database(base_dsn) as settings:
+            conn = await db.connect(settings)
+            try:
+                queue = Queue(conn)
+                if mode == "fifo":
+                    await conn.execute(
+                        "CREATE INDEX bench_fifo_idx ON pgcue.jobs (type, priority DESC, run_at) WHERE state = 'queued'"
+                    )
+                batch_jobs = [NewJob(type="bench-noop", channel_id=f"ch-{i % channels}") for i in range(jobs)]
+                await queue.enqueue_many(batch_jobs)
+                await conn.execute("ANALYZE pgcue.jobs")
+                cursor, done = "", 0
+                t0 = time.perf_counter()
+                while done < jobs:
+                    if mode == "fair":
+                        claimed = await queue.claim("bench-noop", batch, "bench", 60, cursor=cursor)
+                        cursor = claimed.next_cursor
+                        got = [(c.id, c.attempts) for c in claimed]
+                    else:
+                        rows = await conn.fetch(fifo_sql, "bench-noop", batch, "bench", 60.0)
+                        got = [(r["id"], r["attempts"]) for r in rows]
+                    if not got:
+                        raise RuntimeError(f"{mode}: claimed nothing with {jobs - done} jobs left")
+                    await queue.complete([Completion(i, a) for i, a in got])
+                    done += len(got)
+                out[f"{mode}_per_s"] = jobs / (time.perf_counter() - t0)
+            finally:
+                await conn.close()
+    out["fair_to_fifo_pct"] = 100 * out["fair_per_s"] / out["fifo_per_s"]
+    return out

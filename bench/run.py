@@ -26,7 +26,7 @@ from bench import pgcue_bench as pb
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-WORKLOADS = ("enqueue", "drain", "drain2", "latency", "ceiling", "http", "sse")
+WORKLOADS = ("enqueue", "drain", "drain2", "latency", "ceiling", "fairness", "http", "sse")
 OPTIONAL = ("soak",)  # long: only with --soak, --soak-jobs or --only soak
 
 
@@ -57,6 +57,8 @@ async def run_pgcue(args: argparse.Namespace) -> dict[str, Any]:
                 runs.append(await pb.pickup_latency(args.dsn, args.latency_jobs))
             elif name == "ceiling":
                 runs.append(await pb.ceiling(args.dsn, args.jobs))
+            elif name == "fairness":
+                runs.append(await pb.fairness(args.dsn, min(args.jobs, 20_000)))
             elif name == "http":
                 runs.append(
                     await api_bench.http_enqueue(
@@ -120,6 +122,9 @@ def print_table(result: dict[str, Any]) -> None:
         ("pickup latency p99, ms", p.get("latency", {}).get("p99_ms")),
         ("ceiling: PL/pgSQL drain, jobs/s", p.get("ceiling", {}).get("drain_per_s")),
         ("ceiling: plain INSERT, jobs/s", p.get("ceiling", {}).get("insert_per_s")),
+        ("claim+complete, fair (16 channels), jobs/s", p.get("fairness", {}).get("fair_per_s")),
+        ("claim+complete, fairness off, jobs/s", p.get("fairness", {}).get("fifo_per_s")),
+        ("fair as % of fairness off", p.get("fairness", {}).get("fair_to_fifo_pct")),
     ]
     print(f"\npgcue — median of {result['repeat']} (min–max)")
     for label, summary in rows:
