@@ -16,6 +16,12 @@ numbers are comparable):
   excluded) and stops at the first poll of the peer's job table that shows no
   unfinished job left (polled every POLL_S seconds).  drain_per_s = N / that
   interval.  ``drain_wall_s`` (worker spawn -> all done) is reported too.
+* drain runs an untimed ``ANALYZE`` between bulk enqueue and worker start
+  (``--no-analyze`` skips it).  Without it a freshly created, just-filled job
+  table has no planner statistics yet (autoanalyze has not run), and e.g.
+  procrastinate's fetch query then sorts the whole backlog per job (15 ms at
+  11k rows instead of 0.4 ms): the result would measure the cold statistics,
+  not the queue.
 * latency: the handler appends "<seq> <time.time()>" at its very first line to
   a marks file; the producer records time.time() right after the single-job
   enqueue call has returned (the call commits).  latency = handler start -
@@ -28,18 +34,19 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-POLL_S = 0.02            # completion poll interval during drain
-WARMUP_JOBS = 5          # latency warm-up jobs (excluded from percentiles)
-LATENCY_GAP_S = 0.010    # producer spacing between latency jobs
+POLL_S = 0.02  # completion poll interval during drain
+WARMUP_JOBS = 5  # latency warm-up jobs (excluded from percentiles)
+LATENCY_GAP_S = 0.010  # producer spacing between latency jobs
 WORKER_READY_TIMEOUT_S = 60.0
 
 
@@ -47,19 +54,44 @@ WORKER_READY_TIMEOUT_S = 60.0
 # CLI / output
 # --------------------------------------------------------------------------
 
+
 def parse_args(peer: str, default_jobs: int = 20000) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=f"{peer} peer benchmark")
-    p.add_argument("--dsn", default=os.environ.get(
-        "BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="server DSN (any existing database; a fresh one is created)")
+    p.add_argument(
+        "--dsn",
+        default=os.environ.get("BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="server DSN (any existing database; a fresh one is created)",
+    )
     p.add_argument("--jobs", type=int, default=default_jobs)
     p.add_argument("--workload", choices=("drain", "latency"), default="drain")
     p.add_argument("--latency-jobs", type=int, default=500)
-    p.add_argument("--timeout", type=float, default=300.0,
-                   help="upper bound in seconds for any single wait")
-    p.add_argument("--keep-db", action="store_true",
-                   help="debug: do not drop the database at the end")
+    p.add_argument("--timeout", type=float, default=300.0, help="upper bound in seconds for any single wait")
+    p.add_argument("--keep-db", action="store_true", help="debug: do not drop the database at the end")
+    p.add_argument(
+        "--no-analyze",
+        action="store_true",
+        help="drain: skip the (untimed) ANALYZE between bulk enqueue and "
+        "worker start, i.e. drain against cold planner statistics",
+    )
+    p.add_argument("--drop-db", metavar="NAME", help="only drop database NAME (cleanup after a killed run) and exit")
     return p.parse_args()
+
+
+def install_sigterm_cancel() -> None:
+    """Turn SIGTERM into cancellation of the current asyncio task, so `finally`
+    blocks (worker stop, DROP DATABASE) still run when a runner times us out."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+
+
+def announce_db(name: str) -> None:
+    """Tell a supervising runner which database to drop if we get killed."""
+    log(f"created database {name}")
+
+
+ANALYZE_NOTE = "untimed ANALYZE after bulk enqueue (fresh table, no autoanalyze yet); disable with --no-analyze"
 
 
 def emit(result: dict) -> None:
@@ -77,8 +109,22 @@ def log(msg: str) -> None:
 # DSN / database names
 # --------------------------------------------------------------------------
 
+
 def fresh_db_name(peer: str) -> str:
     return f"bench_{peer}_{secrets.token_hex(4)}"
+
+
+def _set_pdeathsig() -> None:
+    """preexec_fn: new session + SIGKILL this child if the benchmark process dies
+    (Linux prctl PR_SET_PDEATHSIG), so a killed run never leaves a worker behind."""
+    os.setsid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 == PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 def _kv_to_url(dsn: str) -> str:
@@ -123,6 +169,7 @@ def db_of(dsn: str) -> str:
 # Marks file (handler -> benchmark process)
 # --------------------------------------------------------------------------
 
+
 def new_marks_file(peer: str) -> str:
     fd, path = tempfile.mkstemp(prefix=f"bench_{peer}_marks_", suffix=".txt")
     os.close(fd)
@@ -133,11 +180,11 @@ def read_marks(path: str) -> dict[str, float]:
     """Return {key: first timestamp} from a marks file ("key ts" per line)."""
     out: dict[str, float] = {}
     try:
-        with open(path, "r", encoding="ascii") as fh:
+        with open(path, encoding="ascii") as fh:
             for line in fh:
                 parts = line.split()
                 if len(parts) != 2:
-                    continue          # partially written line; next read gets it
+                    continue  # partially written line; next read gets it
                 try:
                     ts = float(parts[1])
                 except ValueError:
@@ -181,11 +228,11 @@ class Marker:
 # Worker subprocess management
 # --------------------------------------------------------------------------
 
+
 class WorkerProc:
     """A peer worker running as a separate process (own session/process group)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], peer: str,
-                 cwd: str | None = None) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], peer: str, cwd: str | None = None) -> None:
         self.argv = argv
         self.log_path = tempfile.mkstemp(prefix=f"bench_{peer}_worker_", suffix=".log")[1]
         self._log = open(self.log_path, "wb")
@@ -193,17 +240,21 @@ class WorkerProc:
         full_env.update(env)
         self.spawned_at = time.time()
         self.proc = subprocess.Popen(
-            argv, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            argv,
+            env=full_env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_set_pdeathsig,
+        )
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def check_alive(self) -> None:
         if not self.alive():
-            raise RuntimeError(
-                f"worker exited early with code {self.proc.returncode}; "
-                f"log tail:\n{self.tail()}")
+            raise RuntimeError(f"worker exited early with code {self.proc.returncode}; log tail:\n{self.tail()}")
 
     def tail(self, n: int = 3000) -> str:
         try:
@@ -243,22 +294,13 @@ class WorkerProc:
             pass
 
 
-def wait_until(pred: Callable[[], bool], timeout_s: float, what: str,
-               interval_s: float = POLL_S, worker: WorkerProc | None = None) -> float:
-    """Poll ``pred`` until true; return time.time() of the successful poll."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if pred():
-            return time.time()
-        if worker is not None:
-            worker.check_alive()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)
-
-
-async def await_until(pred: Callable[[], Awaitable[bool]], timeout_s: float, what: str,
-                      interval_s: float = POLL_S, worker: WorkerProc | None = None) -> float:
+async def await_until(
+    pred: Callable[[], Awaitable[bool]],
+    timeout_s: float,
+    what: str,
+    interval_s: float = POLL_S,
+    worker: WorkerProc | None = None,
+) -> float:
     """Async twin of wait_until: ``pred`` is an async callable."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -271,8 +313,9 @@ async def await_until(pred: Callable[[], Awaitable[bool]], timeout_s: float, wha
         await asyncio.sleep(interval_s)
 
 
-async def wait_for_marks(path: str, keys: Iterable[str], timeout_s: float,
-                         worker: WorkerProc | None = None) -> dict[str, float]:
+async def wait_for_marks(
+    path: str, keys: Iterable[str], timeout_s: float, worker: WorkerProc | None = None
+) -> dict[str, float]:
     """Wait until every key has a line in the marks file; return all marks."""
     wanted = set(keys)
     marks: dict[str, float] = {}
@@ -282,13 +325,11 @@ async def wait_for_marks(path: str, keys: Iterable[str], timeout_s: float,
         marks = read_marks(path)
         return wanted.issubset(marks)
 
-    await await_until(have_all, timeout_s, f"{len(wanted)} handler marks",
-                      interval_s=0.05, worker=worker)
+    await await_until(have_all, timeout_s, f"{len(wanted)} handler marks", interval_s=0.05, worker=worker)
     return marks
 
 
-def drain_result(n: int, enqueue_s: float, first_ts: float, done_ts: float,
-                 spawned_ts: float) -> dict:
+def drain_result(n: int, enqueue_s: float, first_ts: float, done_ts: float, spawned_ts: float) -> dict:
     drain_s = max(done_ts - first_ts, 1e-9)
     return {
         "enqueue_per_s": round(n / max(enqueue_s, 1e-9), 1),
@@ -303,6 +344,7 @@ def drain_result(n: int, enqueue_s: float, first_ts: float, done_ts: float,
 # Statistics
 # --------------------------------------------------------------------------
 
+
 def percentile(sorted_vals: list[float], q: float) -> float:
     """Linear-interpolated percentile (q in [0, 100]) of an ascending list."""
     if not sorted_vals:
@@ -316,8 +358,7 @@ def percentile(sorted_vals: list[float], q: float) -> float:
     return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * frac
 
 
-def latency_summary(commit_ts: dict[str, float], marks: dict[str, float],
-                    call_s: list[float] | None = None) -> dict:
+def latency_summary(commit_ts: dict[str, float], marks: dict[str, float], call_s: list[float] | None = None) -> dict:
     """Percentiles of (handler start - enqueue commit) in ms.
 
     ``call_s``: durations of the producer's enqueue calls, reported separately
@@ -337,3 +378,68 @@ def latency_summary(commit_ts: dict[str, float], marks: dict[str, float],
     if call_s:
         out["enqueue_call_p50_ms"] = round(percentile(sorted(call_s), 50) * 1000.0, 3)
     return out
+
+
+# --------------------------------------------------------------------------
+# Main driver shared by the peer scripts
+# --------------------------------------------------------------------------
+
+_DB_NAME_RE = re.compile(r"^bench_[a-z]+_[0-9a-f]{8}$")
+
+
+def drop_sql(name: str) -> str:
+    if not _DB_NAME_RE.match(name):
+        raise ValueError(f"refusing to drop {name!r}: not a benchmark database name")
+    return f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+
+
+async def bench_main(
+    peer: str,
+    version: str,
+    admin_exec: Callable[[str, str], Awaitable[None]],
+    run_drain: Callable[[argparse.Namespace, str, str], Awaitable[dict]],
+    run_latency: Callable[[argparse.Namespace, str, str], Awaitable[dict]],
+) -> int:
+    """Create the fresh database, run one workload, always drop the database.
+
+    ``admin_exec(server_dsn, sql)`` runs one autocommitted statement with the
+    peer's own driver; ``run_*`` get (args, dsn of the fresh database, path of
+    the marks file the worker's handlers write to).
+    """
+    args = parse_args(peer)
+    install_sigterm_cancel()
+    server_dsn = normalize_dsn(args.dsn)
+    if args.drop_db:
+        await asyncio.wait_for(admin_exec(server_dsn, drop_sql(args.drop_db)), 120)
+        return 0
+    dbname = fresh_db_name(peer)
+    db_dsn = dsn_with_db(server_dsn, dbname)
+    result: dict = {"peer": peer, "version": version, "workload": args.workload}
+    await asyncio.wait_for(admin_exec(server_dsn, f'CREATE DATABASE "{dbname}"'), 120)
+    announce_db(dbname)
+    # Watchdog over the whole workload (schema install, enqueue, waits): each
+    # individual wait has its own timeout, this also bounds the plain queries.
+    overall_s = args.timeout + WORKER_READY_TIMEOUT_S + 120.0
+    marks = ""
+    try:
+        marks = new_marks_file(peer)
+        if args.workload == "drain":
+            result["jobs"] = args.jobs
+            result.update(await asyncio.wait_for(run_drain(args, db_dsn, marks), overall_s))
+        else:
+            result["latency_jobs"] = args.latency_jobs
+            result.update(await asyncio.wait_for(run_latency(args, db_dsn, marks), overall_s))
+    finally:
+        if marks:
+            try:
+                os.unlink(marks)
+            except OSError:
+                pass
+        if args.keep_db:
+            log(f"keeping database {dbname}")
+        else:
+            await asyncio.wait_for(admin_exec(server_dsn, drop_sql(dbname)), 120)
+            log(f"dropped database {dbname}")
+    result["database"] = dbname
+    emit(result)
+    return 0

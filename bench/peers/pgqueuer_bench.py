@@ -27,12 +27,11 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
-
-import asyncpg
 
 import _peercommon as pc
+import asyncpg
 
 PEER = "pgqueuer"
 ENV_DSN = "BENCH_DB_DSN"
@@ -50,6 +49,7 @@ _marker = pc.Marker(os.environ.get(ENV_MARKS))
 # Worker side: imported by `pgq run pgqueuer_bench:create_pgqueuer`
 # --------------------------------------------------------------------------
 
+
 @asynccontextmanager
 async def create_pgqueuer() -> AsyncIterator[object]:
     from pgqueuer import PgQueuer
@@ -65,7 +65,7 @@ async def create_pgqueuer() -> AsyncIterator[object]:
 
         @pgq.entrypoint("lat")
         async def lat(job: Job) -> None:
-            ts = time.time()                       # handler start
+            ts = time.time()  # handler start
             _marker.mark((job.payload or b"?").decode(), ts)
 
         yield pgq
@@ -90,8 +90,7 @@ def worker_main() -> int:
     import uvloop
 
     logging.basicConfig(level=logging.WARNING)
-    uvloop.run(pgqueuer.run(create_pgqueuer, batch_size=WORKER_BATCH_SIZE,
-                            dequeue_timeout=timedelta(seconds=30)))
+    uvloop.run(pgqueuer.run(create_pgqueuer, batch_size=WORKER_BATCH_SIZE, dequeue_timeout=timedelta(seconds=30)))
     return 0
 
 
@@ -99,40 +98,32 @@ def worker_main() -> int:
 # Benchmark side
 # --------------------------------------------------------------------------
 
+
 def pgq_version() -> str:
     from importlib.metadata import version
+
     return version("pgqueuer")
 
 
-async def create_db(server_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(server_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
-async def drop_db(server_dsn: str, name: str) -> None:
+async def admin_exec(server_dsn: str, sql: str) -> None:
     conn = await asyncpg.connect(server_dsn, timeout=30)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', timeout=60)
+        await conn.execute(sql, timeout=120)
     finally:
         await conn.close()
 
 
 def start_worker(db_dsn: str, marks: str) -> pc.WorkerProc:
     here = os.path.dirname(os.path.abspath(__file__))
-    env = {ENV_DSN: db_dsn, ENV_MARKS: marks,
-           "PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {ENV_DSN: db_dsn, ENV_MARKS: marks, "PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return pc.WorkerProc(worker_argv(), env, PEER, cwd=here)
 
 
-async def run_drain(args, db_dsn: str) -> dict:
+async def run_drain(args, db_dsn: str, marks: str) -> dict:
     from pgqueuer.db import AsyncpgDriver
     from pgqueuer.queries import Queries
 
     n = args.jobs
-    marks = pc.new_marks_file(PEER)
     conn = await asyncpg.connect(db_dsn)
     worker = None
     try:
@@ -145,28 +136,32 @@ async def run_drain(args, db_dsn: str) -> dict:
             await q.enqueue(["noop"] * k, [None] * k, [0] * k)
         enqueue_s = time.perf_counter() - t0
         assert await conn.fetchval("SELECT count(*) FROM pgqueuer") == n
+        if not args.no_analyze:
+            await conn.execute("ANALYZE")
 
         worker = start_worker(db_dsn, marks)
 
         async def first_started() -> bool:
             return "first" in pc.read_marks(marks)
 
-        await pc.await_until(first_started, pc.WORKER_READY_TIMEOUT_S,
-                             "first job to start", interval_s=0.005, worker=worker)
+        await pc.await_until(
+            first_started, pc.WORKER_READY_TIMEOUT_S, "first job to start", interval_s=0.005, worker=worker
+        )
 
         async def all_done() -> bool:
             return await conn.fetchval("SELECT count(*) FROM pgqueuer") == 0
 
-        done_ts = await pc.await_until(all_done, args.timeout, "queue to drain",
-                                       worker=worker)
+        done_ts = await pc.await_until(all_done, args.timeout, "queue to drain", worker=worker)
         first_ts = pc.read_marks(marks)["first"]
         worker.check_alive()
         res = pc.drain_result(n, enqueue_s, first_ts, done_ts, worker.spawned_at)
         bad = await conn.fetchval(
-            "SELECT count(*) FROM pgqueuer_log WHERE status <> 'successful' "
-            "AND status NOT IN ('queued', 'picked')")
+            "SELECT count(*) FROM pgqueuer_log WHERE status <> 'successful' AND status NOT IN ('queued', 'picked')"
+        )
         if bad:
             raise RuntimeError(f"{bad} jobs did not succeed")
+        res["analyzed"] = not args.no_analyze
+        res["enqueue_chunk"] = ENQUEUE_CHUNK
         res["worker"] = {"process": "separate (pgqueuer.run)", "batch_size": WORKER_BATCH_SIZE}
         return res
     finally:
@@ -174,14 +169,12 @@ async def run_drain(args, db_dsn: str) -> dict:
             worker.stop()
             worker.cleanup()
         await conn.close()
-        os.unlink(marks)
 
 
-async def run_latency(args, db_dsn: str) -> dict:
+async def run_latency(args, db_dsn: str, marks: str) -> dict:
     from pgqueuer.db import AsyncpgDriver
     from pgqueuer.queries import Queries
 
-    marks = pc.new_marks_file(PEER)
     conn = await asyncpg.connect(db_dsn)
     worker = None
     try:
@@ -217,31 +210,10 @@ async def run_latency(args, db_dsn: str) -> dict:
             worker.stop()
             worker.cleanup()
         await conn.close()
-        os.unlink(marks)
 
 
 async def main() -> int:
-    args = pc.parse_args(PEER)
-    server_dsn = pc.normalize_dsn(args.dsn)
-    dbname = pc.fresh_db_name(PEER)
-    db_dsn = pc.dsn_with_db(server_dsn, dbname)
-    result = {"peer": PEER, "version": pgq_version(), "workload": args.workload}
-    await create_db(server_dsn, dbname)
-    try:
-        if args.workload == "drain":
-            result["jobs"] = args.jobs
-            result.update(await run_drain(args, db_dsn))
-        else:
-            result["latency_jobs"] = args.latency_jobs
-            result.update(await run_latency(args, db_dsn))
-    finally:
-        if args.keep_db:
-            pc.log(f"keeping database {dbname}")
-        else:
-            await drop_db(server_dsn, dbname)
-    result["database"] = dbname
-    pc.emit(result)
-    return 0
+    return await pc.bench_main(PEER, pgq_version(), admin_exec, run_drain, run_latency)
 
 
 if __name__ == "__main__":

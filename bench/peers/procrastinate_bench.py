@@ -19,6 +19,7 @@ hop).  Throughput tuning (WORKER_CONCURRENCY, POOL_SIZE below):
   pool min=max=C+2  psycopg pool of the worker (the default pool holds 4
                     connections, which starves C > 2)
   --delete-jobs never (procrastinate's default: finished rows are kept)
+  --log-level warning (the CLI default INFO writes two log lines per job)
 Everything else (LISTEN/NOTIFY on, polling interval, heartbeats) is default.
 procrastinate fetches ONE job per fetch query by design; there is no fetch
 batch size to tune.
@@ -36,7 +37,6 @@ import sys
 import time
 
 import _peercommon as pc
-
 import procrastinate
 
 PEER = "procrastinate"
@@ -63,7 +63,7 @@ def build_app(dsn: str | None, pool_size: int | None = None) -> procrastinate.Ap
 
     @app.task(name="lat", queue=QUEUE)
     async def lat(seq: str) -> None:
-        ts = time.time()                           # handler start
+        ts = time.time()  # handler start
         _marker.mark(seq, ts)
 
     return app
@@ -78,32 +78,44 @@ if __name__ != "__main__":
 def _module():
     """This file imported as a regular module (tasks must not live in __main__)."""
     import procrastinate_bench
+
     return procrastinate_bench
 
 
 def worker_argv() -> list[str]:
-    return [sys.executable, "-m", "procrastinate", "--app=procrastinate_bench.app",
-            "worker", "--queues", QUEUE,
-            "--concurrency", str(WORKER_CONCURRENCY),
-            "--delete-jobs", "never"]
+    return [
+        sys.executable,
+        "-m",
+        "procrastinate",
+        "--app=procrastinate_bench.app",
+        "--log-level",
+        "warning",  # default INFO logs 2 lines per job
+        "worker",
+        "--queues",
+        QUEUE,
+        "--concurrency",
+        str(WORKER_CONCURRENCY),
+        "--delete-jobs",
+        "never",
+    ]
 
 
 def start_worker(db_dsn: str, marks: str) -> pc.WorkerProc:
     here = os.path.dirname(os.path.abspath(__file__))
-    env = {ENV_DSN: db_dsn, ENV_MARKS: marks,
-           "PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {ENV_DSN: db_dsn, ENV_MARKS: marks, "PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return pc.WorkerProc(worker_argv(), env, PEER, cwd=here)
 
 
 def peer_version() -> str:
     from importlib.metadata import version
+
     return version("procrastinate")
 
 
 async def admin_execute(server_dsn: str, sql: str) -> None:
     import psycopg
-    async with await psycopg.AsyncConnection.connect(
-            server_dsn, autocommit=True, connect_timeout=30) as conn:
+
+    async with await psycopg.AsyncConnection.connect(server_dsn, autocommit=True, connect_timeout=30) as conn:
         await conn.execute(sql)
 
 
@@ -114,13 +126,11 @@ async def scalar(bapp: procrastinate.App, sql: str) -> int:
         return int(row[0])
 
 
-UNFINISHED_SQL = ("SELECT count(*) FROM procrastinate_jobs "
-                  "WHERE status IN ('todo', 'doing')")
+UNFINISHED_SQL = "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
 
 
-async def run_drain(args, db_dsn: str) -> dict:
+async def run_drain(args, db_dsn: str, marks: str) -> dict:
     n = args.jobs
-    marks = pc.new_marks_file(PEER)
     bapp = _module().build_app(db_dsn, 2)
     worker = None
     async with bapp.open_async():
@@ -134,38 +144,43 @@ async def run_drain(args, db_dsn: str) -> dict:
                 await noop.batch_defer_async(*({} for _ in range(k)))
             enqueue_s = time.perf_counter() - t0
             assert await scalar(bapp, UNFINISHED_SQL) == n
+            if not args.no_analyze:
+                async with bapp.connector.pool.connection() as conn:
+                    await conn.execute("ANALYZE")
 
             worker = start_worker(db_dsn, marks)
 
             async def first_started() -> bool:
                 return "first" in pc.read_marks(marks)
 
-            await pc.await_until(first_started, pc.WORKER_READY_TIMEOUT_S,
-                                 "first job to start", interval_s=0.005, worker=worker)
+            await pc.await_until(
+                first_started, pc.WORKER_READY_TIMEOUT_S, "first job to start", interval_s=0.005, worker=worker
+            )
 
             async def all_done() -> bool:
                 return await scalar(bapp, UNFINISHED_SQL) == 0
 
-            done_ts = await pc.await_until(all_done, args.timeout, "queue to drain",
-                                           worker=worker)
+            done_ts = await pc.await_until(all_done, args.timeout, "queue to drain", worker=worker)
             first_ts = pc.read_marks(marks)["first"]
             res = pc.drain_result(n, enqueue_s, first_ts, done_ts, worker.spawned_at)
-            ok = await scalar(bapp, "SELECT count(*) FROM procrastinate_jobs "
-                                    "WHERE status = 'succeeded'")
+            ok = await scalar(bapp, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'")
             if ok != n:
                 raise RuntimeError(f"only {ok}/{n} jobs succeeded")
-            res["worker"] = {"process": "separate (procrastinate worker CLI)",
-                             "concurrency": WORKER_CONCURRENCY, "pool_size": POOL_SIZE}
+            res["analyzed"] = not args.no_analyze
+            res["enqueue_chunk"] = ENQUEUE_CHUNK
+            res["worker"] = {
+                "process": "separate (procrastinate worker CLI)",
+                "concurrency": WORKER_CONCURRENCY,
+                "pool_size": POOL_SIZE,
+            }
             return res
         finally:
             if worker is not None:
                 worker.stop()
                 worker.cleanup()
-            os.unlink(marks)
 
 
-async def run_latency(args, db_dsn: str) -> dict:
-    marks = pc.new_marks_file(PEER)
+async def run_latency(args, db_dsn: str, marks: str) -> dict:
     bapp = _module().build_app(db_dsn, 2)
     worker = None
     async with bapp.open_async():
@@ -189,43 +204,25 @@ async def run_latency(args, db_dsn: str) -> dict:
                     await asyncio.sleep(delay)
                 key = str(i)
                 c0 = time.time()
-                await lat.defer_async(seq=key)   # pool conn in autocommit: committed on return
+                await lat.defer_async(seq=key)  # pool conn in autocommit: committed on return
                 commit_ts[key] = time.time()
                 call_s.append(commit_ts[key] - c0)
             got = await pc.wait_for_marks(marks, commit_ts.keys(), args.timeout, worker)
             res = pc.latency_summary(commit_ts, got, call_s)
-            res["worker"] = {"process": "separate (procrastinate worker CLI)",
-                             "concurrency": WORKER_CONCURRENCY, "pool_size": POOL_SIZE}
+            res["worker"] = {
+                "process": "separate (procrastinate worker CLI)",
+                "concurrency": WORKER_CONCURRENCY,
+                "pool_size": POOL_SIZE,
+            }
             return res
         finally:
             if worker is not None:
                 worker.stop()
                 worker.cleanup()
-            os.unlink(marks)
 
 
 async def main() -> int:
-    args = pc.parse_args(PEER)
-    server_dsn = pc.normalize_dsn(args.dsn)
-    dbname = pc.fresh_db_name(PEER)
-    db_dsn = pc.dsn_with_db(server_dsn, dbname)
-    result = {"peer": PEER, "version": peer_version(), "workload": args.workload}
-    await admin_execute(server_dsn, f'CREATE DATABASE "{dbname}"')
-    try:
-        if args.workload == "drain":
-            result["jobs"] = args.jobs
-            result.update(await run_drain(args, db_dsn))
-        else:
-            result["latency_jobs"] = args.latency_jobs
-            result.update(await run_latency(args, db_dsn))
-    finally:
-        if args.keep_db:
-            pc.log(f"keeping database {dbname}")
-        else:
-            await admin_execute(server_dsn, f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-    result["database"] = dbname
-    pc.emit(result)
-    return 0
+    return await pc.bench_main(PEER, peer_version(), admin_execute, run_drain, run_latency)
 
 
 if __name__ == "__main__":
