@@ -93,18 +93,10 @@ def _check_schema(settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from service.api.app import create_app
+    from service.api.server import run
 
     _check_schema(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        log_level="warning",
-        access_log=False,
-    )
+    run(settings, args.host or settings.host, args.port or settings.port)
     return 0
 
 

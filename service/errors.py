@@ -26,7 +26,9 @@ class InvalidTransition(PgcueError):
 
 
 def action_past(action: str) -> str:
-    return {"cancel": "cancelled", "retry": "retried", "delete": "deleted"}.get(action, action + "ed")
+    return {"cancel": "cancelled", "retry": "retried", "delete": "deleted", "resume": "resumed"}.get(
+        action, action + "ed"
+    )
 
 
 class UnknownJobType(PgcueError):

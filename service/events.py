@@ -10,6 +10,11 @@ Exactness across reconnects rests on the cursor (see poll_job_events.sql): a Cur
 with id <= L, plus the ids X". An event id can commit after higher ids, and a snapshot
 tells exactly which transactions it saw, so a resume from any cursor returns precisely
 what was missed: no gap, no duplicate. The SSE `id:` of each event is its cursor.
+
+Shutdown: `shutdown()` (called when the server is told to stop, before it waits for open
+connections) closes every subscriber; each stream then sends a final `event: shutdown`
+whose `id:` is the stream's cursor and ends, so a client reconnects (to this or another
+process) with that Last-Event-ID and misses nothing. See service/api/streams.py.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from service import db
+from service import db, metrics
 from service.config import Settings
 from service.queries import Sql, channel, sql_for
 
@@ -203,6 +208,7 @@ class EventHub:
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self.draining = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -212,11 +218,16 @@ class EventHub:
             asyncio.create_task(self._poll_loop(), name="pgcue-events-poll"),
         ]
 
-    async def close(self) -> None:
-        self._closed = True
+    def shutdown(self) -> None:
+        """End every stream (each sends its final event) and refuse new ones."""
+        self.draining = True
         for sub in list(self._subs):
             sub.closed = True
             sub.ready.set()
+
+    async def close(self) -> None:
+        self.shutdown()
+        self._closed = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -228,6 +239,9 @@ class EventHub:
     async def subscribe(self, sub: Subscriber) -> None:
         """Start collecting events for `sub`. Call before reading its replay, so nothing
         committed between the replay and the first live batch is lost."""
+        if self.draining:
+            sub.closed = True
+            return
         async with self._lock:
             if not self._subs or self.cursor is None:
                 self.cursor = await self.now()  # idle until now (no polls ran): start from the present
@@ -322,8 +336,8 @@ class EventHub:
             self._wake.clear()
             try:
                 await self.poll()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("event poll failed", error=str(exc))
+            except Exception as exc:  # the poller must outlive any error: every stream depends on it
+                log.warning("event poll failed", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(min(1.0, fallback))
 
     # --- the LISTEN connection -----------------------------------------------------------
@@ -339,6 +353,7 @@ class EventHub:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(name, lambda *_: self._wake.set())
                 self.listening.set()
+                metrics.listener_connected("api", True)
                 backoff = 0.05
                 self._wake.set()  # whatever committed while we were not listening
                 while not lost.is_set() and not conn.is_closed():
@@ -352,6 +367,7 @@ class EventHub:
                 log.warning("event listener lost; reconnecting", error=str(exc), retry_in=backoff)
             finally:
                 self.listening.clear()
+                metrics.listener_connected("api", False)
                 if conn is not None and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), 2.0)

@@ -58,6 +58,8 @@ class Job(Base):
     started_at: datetime | None
     completed_at: datetime | None
     updated_at: datetime
+    parent_id: uuid.UUID | None = None  # the pipeline run this job works for
+    waiting_for: str | None = None  # a parked pipeline run: 'children' or 'approval'
 
     @property
     def duration_ms(self) -> int | None:
@@ -91,6 +93,7 @@ class NewJob(Base):
     # is still queued), or reject.
     unique_key: str | None = None
     on_conflict: Literal["return", "replace", "reject"] = "return"
+    parent_id: uuid.UUID | None = None  # a pipeline run's child: its completion wakes the run
 
 
 class ClaimedJob(msgspec.Struct, kw_only=True):

@@ -81,7 +81,7 @@ def json_text(value: Any, what: str) -> str:
 
 def _enqueue_args(jobs: Sequence[NewJob]) -> tuple[list[uuid.UUID], list[Any]]:
     ids = [uuid7() for _ in jobs]
-    cols: list[list[Any]] = [[] for _ in range(9)]
+    cols: list[list[Any]] = [[] for _ in range(10)]
     for job in jobs:
         if not -MAX_PRIORITY <= job.priority <= MAX_PRIORITY:
             raise InvalidJob(f"priority {job.priority} is out of range (-{MAX_PRIORITY} to {MAX_PRIORITY})")
@@ -104,6 +104,7 @@ def _enqueue_args(jobs: Sequence[NewJob]) -> tuple[list[uuid.UUID], list[Any]]:
         cols[6].append(job.max_attempts)
         cols[7].append(job.idempotency_key)
         cols[8].append(job.unique_key)
+        cols[9].append(job.parent_id)
     return ids, [ids, *cols]
 
 

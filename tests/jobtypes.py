@@ -105,3 +105,15 @@ async def _nap(ctx: JobContext) -> Any:
 job_type("t-limited", concurrency=5, lease_seconds=5, global_concurrency=2)(_nap)
 job_type("t-chanlimited", concurrency=5, lease_seconds=5, channel_concurrency=1)(_nap)
 job_type("t-rated", concurrency=5, lease_seconds=5, rate_limit=4, rate_period_seconds=1)(_nap)
+
+
+@job_type("t-quick", concurrency=20, lease_seconds=2, max_attempts=20, retry_base_seconds=0.05)
+async def quick(ctx: JobContext) -> Any:
+    """A short job with a short lease (tests/test_faults_api.py kills workers under it):
+    a checkpoint, a few milliseconds of work, done. Many attempts, so repeated kills only
+    delay it."""
+    trace("start", ctx)
+    await ctx.checkpoint()
+    await asyncio.sleep(float(ctx.payload.get("sleep", 0.01)))
+    trace("end", ctx)
+    return {"n": ctx.payload.get("n")}

@@ -1,36 +1,102 @@
 CREATE SCHEMA pgcue;
 CREATE FUNCTION pgcue.cancel_job(job_id uuid) RETURNS TABLE(prev_state text, state text, notified bigint)
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $_$
-WITH prev AS (
-    SELECT state FROM pgcue.jobs WHERE id = $1
-), cancelled AS (
-    UPDATE pgcue.jobs j
-    SET cancel_requested = true,
-        state = CASE WHEN j.state = 'queued' THEN 'cancelled' ELSE j.state END,
-        completed_at = CASE WHEN j.state = 'queued' THEN now() END,
-        error_message = CASE WHEN j.state = 'queued' THEN 'Job cancelled by user request'
-                             ELSE j.error_message END,
-        updated_at = now()
-    WHERE j.id = $1 AND j.state IN ('queued', 'running')
-    RETURNING j.id, j.channel_id, j.owner_id, j.state, j.attempts, j.error_message
-), events AS (
+#variable_conflict use_column
+DECLARE
+    target  uuid := $1;
+    before  text;
+    after   text;
+    parent  uuid;
+    chan    text;
+    owner   text;
+    sent    bigint := 0;
+BEGIN
+    SELECT j.state INTO before FROM pgcue.jobs j WHERE j.id = target;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    WITH cancelled AS (
+        UPDATE pgcue.jobs j
+        SET cancel_requested = true,
+            state = CASE WHEN j.state = 'queued' THEN 'cancelled' ELSE j.state END,
+            completed_at = CASE WHEN j.state = 'queued' THEN now() END,
+            error_message = CASE WHEN j.state = 'queued' THEN 'Job cancelled by user request'
+                                 ELSE j.error_message END,
+            updated_at = now()
+        WHERE j.id = target AND j.state IN ('queued', 'running')
+        RETURNING j.id, j.channel_id, j.owner_id, j.state, j.attempts, j.error_message, j.parent_id
+    ), events AS (
+        INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
+        SELECT c.id, c.channel_id, c.owner_id, 'job:status',
+               jsonb_build_object('state', c.state, 'attempt', c.attempts, 'cancelRequested', true,
+                                  'errorMessage', c.error_message)
+        FROM cancelled c
+    )
+    SELECT c.state, c.parent_id, c.channel_id, c.owner_id INTO after, parent, chan, owner FROM cancelled c;
+    IF after IS NULL THEN
+        prev_state := before;
+        state := NULL;
+        notified := NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    -- The run's children: queued ones now, running ones at their next checkpoint.
+    WITH kids AS (
+        UPDATE pgcue.jobs k
+        SET cancel_requested = true,
+            state = CASE WHEN k.state = 'queued' THEN 'cancelled' ELSE k.state END,
+            completed_at = CASE WHEN k.state = 'queued' THEN now() END,
+            error_message = CASE WHEN k.state = 'queued' THEN 'Job cancelled with its pipeline'
+                                 ELSE k.error_message END,
+            updated_at = now()
+        WHERE k.parent_id = target AND k.state IN ('queued', 'running')
+        RETURNING k.id, k.channel_id, k.owner_id, k.state, k.attempts, k.error_message
+    ), events AS (
+        INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
+        SELECT k.id, k.channel_id, k.owner_id, 'job:status',
+               jsonb_build_object('state', k.state, 'attempt', k.attempts, 'cancelRequested', true,
+                                  'errorMessage', k.error_message, 'reason', 'pipeline cancelled')
+        FROM kids k
+    )
+    SELECT count(pg_notify('pgcue_cancel', k.id::text)) INTO sent FROM kids k WHERE k.state = 'running';
+    -- The run's stages: in progress -> cancelled, pending -> skipped; done ones stay.
+    WITH st AS (
+        UPDATE pgcue.pipeline_stages s
+        SET state = CASE WHEN s.state = 'pending' THEN 'skipped' ELSE 'cancelled' END,
+            finished_at = now(),
+            updated_at = now()
+        WHERE s.job_id = target AND s.state IN ('pending', 'running', 'in_review', 'awaiting_approval')
+        RETURNING s.job_id, s.position, s.name, s.state, s.iteration
+    )
     INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
-    SELECT id, channel_id, owner_id, 'job:status',
-           jsonb_build_object('state', state, 'attempt', attempts, 'cancelRequested', true,
-                              'errorMessage', error_message)
-    FROM cancelled
-)
-SELECT p.state AS prev_state, c.state,
-       (SELECT count(pg_notify(n.channel, n.payload))
-        FROM (SELECT 'pgcue_events' AS channel, '' AS payload
-              UNION ALL
-              SELECT 'pgcue_cancel', id::text FROM cancelled WHERE state = 'running') n
-        WHERE EXISTS (SELECT 1 FROM cancelled)) AS notified
-FROM prev p LEFT JOIN cancelled c ON true
+    SELECT st.job_id, chan, owner, 'stage:updated',
+           jsonb_build_object('stage', st.name, 'position', st.position, 'state', st.state,
+                              'iteration', st.iteration)
+    FROM st ORDER BY st.position;
+    -- A queued child cancelled on its own: its parked parent must look at it.
+    IF parent IS NOT NULL AND after = 'cancelled' THEN
+        WITH w AS (
+            UPDATE pgcue.jobs p SET run_at = now(), waiting_for = NULL, updated_at = now()
+            WHERE p.id = parent AND p.state = 'queued' AND p.waiting_for = 'children'
+            RETURNING p.type
+        )
+        SELECT sent + count(pg_notify('pgcue_wake', w.type)) INTO sent FROM w;
+    END IF;
+    PERFORM pg_notify('pgcue_events', '');
+    sent := sent + 1;
+    IF after = 'running' THEN
+        PERFORM pg_notify('pgcue_cancel', target::text);
+        sent := sent + 1;
+    END IF;
+    prev_state := before;
+    state := after;
+    notified := sent;
+    RETURN NEXT;
+END
 $_$;
-COMMENT ON FUNCTION pgcue.cancel_job(job_id uuid) IS 'Cancel a queued job, or ask a running one to stop; same rules, event and notifications as the API.';
+COMMENT ON FUNCTION pgcue.cancel_job(job_id uuid) IS 'Cancel a queued job, or ask a running one to stop; cascades to a pipeline''s children and stages. Same rules as the API.';
 CREATE FUNCTION pgcue.delete_jobs(job_ids uuid[]) RETURNS TABLE(id uuid)
     LANGUAGE sql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -84,6 +150,44 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION pgcue.purge_jobs(older_than interval, job_type text, job_state text) IS 'Delete finished jobs older than an age (optionally one type / state); returns how many.';
+CREATE FUNCTION pgcue.resume_pipeline(job_id uuid, approve boolean, feedback text DEFAULT NULL::text, decided_by text DEFAULT NULL::text) RETURNS TABLE(stage text, stage_state text, iteration integer, notified bigint)
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+WITH st AS (
+    UPDATE pgcue.pipeline_stages s
+    SET state = CASE WHEN $2 THEN 'done' ELSE 'pending' END,
+        result = CASE WHEN $2 THEN s.result END,
+        result_path = CASE WHEN $2 THEN s.result_path END,
+        feedback = s.feedback || jsonb_build_array(jsonb_build_object(
+            'iteration', s.iteration, 'by', 'person', 'user', $4, 'passed', $2,
+            'feedback', coalesce($3, ''), 'at', now())),
+        finished_at = CASE WHEN $2 THEN now() END,
+        updated_at = now()
+    WHERE s.job_id = $1 AND s.state = 'awaiting_approval'
+    RETURNING s.job_id, s.position, s.name, s.state, s.iteration
+), woken AS (
+    UPDATE pgcue.jobs j
+    SET run_at = now(), waiting_for = NULL, updated_at = now()
+    FROM st
+    WHERE j.id = st.job_id AND j.state = 'queued' AND j.waiting_for = 'approval'
+    RETURNING j.id, j.type, j.channel_id, j.owner_id
+), events AS (
+    INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
+    SELECT st.job_id, j.channel_id, j.owner_id, 'stage:updated',
+           jsonb_build_object('stage', st.name, 'position', st.position, 'state', st.state,
+                              'iteration', st.iteration, 'decision', CASE WHEN $2 THEN 'approve' ELSE 'reject' END,
+                              'feedback', left(coalesce($3, ''), 200))
+    FROM st JOIN pgcue.jobs j ON j.id = st.job_id
+)
+SELECT st.name, st.state, st.iteration,
+       (SELECT count(pg_notify(n.channel, n.payload))
+        FROM (SELECT 'pgcue_events' AS channel, '' AS payload
+              UNION ALL
+              SELECT 'pgcue_wake', type FROM woken) n) AS notified
+FROM st
+$_$;
+COMMENT ON FUNCTION pgcue.resume_pipeline(job_id uuid, approve boolean, feedback text, decided_by text) IS 'Approve (true) or reject with feedback (false) the stage a pipeline run waits on; wakes the run.';
 CREATE FUNCTION pgcue.retry_job(job_id uuid) RETURNS TABLE(prev_state text, state text, notified bigint)
     LANGUAGE sql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -242,6 +346,8 @@ CREATE TABLE pgcue.jobs (
     completed_at timestamp with time zone,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     unique_key text,
+    parent_id uuid,
+    waiting_for text,
     CONSTRAINT jobs_attempts_within_max CHECK (((attempts >= 0) AND (attempts <= max_attempts))),
     CONSTRAINT jobs_cancelled_was_requested CHECK (((state <> 'cancelled'::text) OR cancel_requested)),
     CONSTRAINT jobs_channel_id_check CHECK (((length(channel_id) >= 1) AND (length(channel_id) <= 200))),
@@ -255,17 +361,77 @@ CREATE TABLE pgcue.jobs (
     CONSTRAINT jobs_progress_range CHECK (((progress >= 0) AND (progress <= 100))),
     CONSTRAINT jobs_running_has_started_at CHECK (((state <> 'running'::text) OR ((started_at IS NOT NULL) AND (attempts >= 1)))),
     CONSTRAINT jobs_state_valid CHECK ((state = ANY (ARRAY['queued'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
-    CONSTRAINT jobs_unique_key_check CHECK (((length(unique_key) >= 1) AND (length(unique_key) <= 200)))
+    CONSTRAINT jobs_unique_key_check CHECK (((length(unique_key) >= 1) AND (length(unique_key) <= 200))),
+    CONSTRAINT jobs_waiting_for_valid CHECK ((waiting_for = ANY (ARRAY['children'::text, 'approval'::text])))
 );
 COMMENT ON TABLE pgcue.jobs IS 'One row per job: the single source of truth of the queue.';
 COMMENT ON COLUMN pgcue.jobs.priority IS 'Higher runs first; ties run oldest run_at first.';
 COMMENT ON COLUMN pgcue.jobs.attempts IS 'Attempts started so far; the running attempt''s number, used to fence a worker''s writes.';
 COMMENT ON COLUMN pgcue.jobs.errors IS 'Per-attempt error history: [{attempt, at, error, kind}]';
+COMMENT ON COLUMN pgcue.jobs.parent_id IS 'The pipeline run (orchestrate job) this job works for; NULL for a job of its own. No foreign key: pruning deletes finished runs and children independently.';
+COMMENT ON COLUMN pgcue.jobs.waiting_for IS 'A parked pipeline run: children (its stage''s child job runs) or approval (a person must decide). Meaningful while queued.';
 CREATE TABLE pgcue.paused_channels (
     channel_id text NOT NULL,
     paused_at timestamp with time zone DEFAULT now() NOT NULL,
     reason text DEFAULT ''::text NOT NULL
 );
+CREATE TABLE pgcue.pipeline_stages (
+    job_id uuid NOT NULL,
+    "position" integer NOT NULL,
+    name text NOT NULL,
+    spec jsonb NOT NULL,
+    state text DEFAULT 'pending'::text NOT NULL,
+    iteration integer DEFAULT 0 NOT NULL,
+    feedback jsonb DEFAULT '[]'::jsonb NOT NULL,
+    child_id uuid,
+    review_child_id uuid,
+    result jsonb,
+    result_path text,
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT pipeline_stages_feedback_check CHECK ((jsonb_typeof(feedback) = 'array'::text)),
+    CONSTRAINT pipeline_stages_iteration_check CHECK ((iteration >= 0)),
+    CONSTRAINT pipeline_stages_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100))),
+    CONSTRAINT pipeline_stages_position_check CHECK (("position" >= 0)),
+    CONSTRAINT pipeline_stages_state_valid CHECK ((state = ANY (ARRAY['pending'::text, 'running'::text, 'in_review'::text, 'awaiting_approval'::text, 'done'::text, 'failed'::text, 'skipped'::text, 'cancelled'::text])))
+);
+COMMENT ON TABLE pgcue.pipeline_stages IS 'The stages of each pipeline run, with their state, iterations, feedback and artifacts.';
+COMMENT ON COLUMN pgcue.pipeline_stages.feedback IS 'Review history: [{iteration, by (reviewer|person), passed, feedback, at}], oldest first.';
+COMMENT ON COLUMN pgcue.pipeline_stages.child_id IS 'The work job of the current (or last) iteration.';
+COMMENT ON COLUMN pgcue.pipeline_stages.result IS 'The stage''s artifact: set only once its work passed review.';
+CREATE VIEW pgcue.pipeline_runs AS
+ SELECT j.id,
+    j.channel_id,
+    (j.payload ->> 'pipeline'::text) AS pipeline,
+    j.state,
+        CASE
+            WHEN (j.state = 'queued'::text) THEN j.waiting_for
+            ELSE NULL::text
+        END AS waiting_for,
+    cur.name AS current_stage,
+    cur.state AS stage_state,
+    cur.iteration,
+    ( SELECT count(*) AS count
+           FROM pgcue.pipeline_stages s
+          WHERE ((s.job_id = j.id) AND (s.state = 'done'::text))) AS stages_done,
+    ( SELECT count(*) AS count
+           FROM pgcue.pipeline_stages s
+          WHERE (s.job_id = j.id)) AS stages,
+    j.error_message,
+    j.created_at,
+    j.updated_at
+   FROM (pgcue.jobs j
+     LEFT JOIN LATERAL ( SELECT s.name,
+            s.state,
+            s.iteration
+           FROM pgcue.pipeline_stages s
+          WHERE ((s.job_id = j.id) AND (s.state <> 'done'::text))
+          ORDER BY s."position"
+         LIMIT 1) cur ON (true))
+  WHERE (j.type = 'orchestrate'::text)
+  ORDER BY j.created_at DESC;
+COMMENT ON VIEW pgcue.pipeline_runs IS 'Pipeline runs: state, what a parked run waits for (children or approval), current stage, stages done.';
 CREATE TABLE pgcue.workers (
     id text NOT NULL,
     hostname text NOT NULL,
@@ -416,6 +582,10 @@ ALTER TABLE ONLY pgcue.jobs
     ADD CONSTRAINT jobs_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY pgcue.paused_channels
     ADD CONSTRAINT paused_channels_pkey PRIMARY KEY (channel_id);
+ALTER TABLE ONLY pgcue.pipeline_stages
+    ADD CONSTRAINT pipeline_stages_job_id_name_key UNIQUE (job_id, name);
+ALTER TABLE ONLY pgcue.pipeline_stages
+    ADD CONSTRAINT pipeline_stages_pkey PRIMARY KEY (job_id, "position");
 ALTER TABLE ONLY pgcue.schedules
     ADD CONSTRAINT schedules_pkey PRIMARY KEY (name);
 ALTER TABLE ONLY pgcue.schema_migrations
@@ -432,6 +602,7 @@ CREATE INDEX jobs_channel_idx ON pgcue.jobs USING btree (channel_id, created_at 
 CREATE INDEX jobs_claim_idx ON pgcue.jobs USING btree (type, channel_id, priority DESC, run_at) WHERE (state = 'queued'::text);
 CREATE INDEX jobs_finished_idx ON pgcue.jobs USING btree (completed_at) WHERE (completed_at IS NOT NULL);
 CREATE UNIQUE INDEX jobs_idempotency_idx ON pgcue.jobs USING btree (COALESCE(owner_id, ''::text), idempotency_key) WHERE (idempotency_key IS NOT NULL);
+CREATE INDEX jobs_parent_idx ON pgcue.jobs USING btree (parent_id) WHERE (parent_id IS NOT NULL);
 CREATE INDEX jobs_running_idx ON pgcue.jobs USING btree (type, channel_id) WHERE (state = 'running'::text);
 CREATE UNIQUE INDEX jobs_unique_active_idx ON pgcue.jobs USING btree (type, unique_key) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['queued'::text, 'running'::text])));
 CREATE INDEX rate_starts_type_idx ON pgcue.rate_starts USING btree (type, started_at);

@@ -57,7 +57,11 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(database: str) -> None:
         (["jobs", "get", "not-a-uuid"], 1, "is not a job id"),
         (["jobs", "get", "00000000-0000-0000-0000-000000000000"], 1, "not found"),
         (["worker", "--type", "no-such-type"], 1, "unknown job type 'no-such-type'"),
-        (["worker", "--type", "orchestrate"], 1, "no handler for job type(s) orchestrate"),
+        (
+            ["worker", "--import", "tests.handlerless", "--type", "t-nohandler"],
+            1,
+            "no handler for job type(s) t-nohandler",
+        ),
         (["worker", "--type", "echo", "--concurrency", "0"], 2, "must be at least 1"),
     ]
     for args, code, message in cases:

@@ -24,6 +24,12 @@ class LeaseLost(Exception):
     and the job was rescued): nothing it writes about the job will be recorded."""
 
 
+class Suspended(Exception):
+    """Raised by a handler that put its own job back in the queue, in the transaction that
+    recorded why (a pipeline run waiting for its child job or for a person): the worker
+    records nothing more about this attempt."""
+
+
 class PermanentError(Exception):
     """Raise it from a handler for a failure no retry can fix: the job fails at once."""
 
@@ -71,6 +77,11 @@ class JobContext:
         return self.job.attempts
 
     @property
+    def queue(self) -> Any:
+        """The worker's Queue, for handlers that enqueue jobs of their own (pipelines)."""
+        return self._reporter.worker.queue
+
+    @property
     def cancel_requested(self) -> bool:
         return self._cancel.is_set()
 
@@ -104,6 +115,7 @@ class JobContext:
         """Enter stage `name`; recorded (with `stage:updated`) before this returns."""
         self.pending_stage = name
         self.pending_events.append(("stage:updated", _encode({"stage": name, **info})))
+        self._reporter.touch(self)  # flush() writes only the jobs touched since the last write
         await self._reporter.flush()
 
     async def checkpoint(self) -> None:

@@ -37,7 +37,7 @@ class Maintenance:
                 self.leading = True
                 log.info("leading maintenance")
                 await self._lead(conn)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
                 if self.leading:
                     log.warning("maintenance leadership lost", error=str(exc))
                 await asyncio.sleep(s.rescue_interval)

@@ -27,6 +27,7 @@ BUILTIN_MODULES = (
     "workers.types.render",
     "workers.types.download",
     "workers.types.text",
+    "workers.types.orchestrate",
 )
 
 

@@ -19,6 +19,7 @@ from service.api.artifacts import route_handlers as artifact_routes
 from service.api.auth import KeyCache
 from service.api.jobs import JobsController, TypeCache
 from service.api.metrics import MetricsPlugin
+from service.api.pipelines import PipelinesController
 from service.api.problems import PROBLEM_JSON, exception_handlers
 from service.api.schemas import Health
 from service.api.streams import EventsController
@@ -90,7 +91,7 @@ def create_app(settings: Settings | None = None, options: ApiOptions | None = No
                 pool.terminate()
 
     return Litestar(
-        route_handlers=[healthz, readyz, JobsController, EventsController, *artifact_routes],
+        route_handlers=[healthz, readyz, JobsController, PipelinesController, EventsController, *artifact_routes],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         plugins=[MetricsPlugin()],  # GET /metrics and per-route request metrics (issue 4)

@@ -280,4 +280,10 @@ class JobsController(Controller):
             if r["type"] is not None
         ]
         ages = [d.oldest_runnable_seconds for d in depth if d.oldest_runnable_seconds is not None]
-        return Stats(depth=depth, oldest_queued_seconds=max(ages) if ages else None, workers_recent=workers)
+        paused = await queue.sql.fetchrow(queue.pool, "pipeline_stats", scope)
+        return Stats(
+            depth=depth,
+            oldest_queued_seconds=max(ages) if ages else None,
+            workers_recent=workers,
+            pipelines_awaiting_approval=int(paused["awaiting_approval"]) if paused else 0,
+        )

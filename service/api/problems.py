@@ -156,7 +156,11 @@ def _on_database_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any
 
 
 def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
+    # InternalClientError: the server ended the connection (pg_terminate_backend, a restart)
+    # while asyncpg was between operations; its protocol state is broken, the statement
+    # never ran, and a retry on a fresh connection works (tests/test_faults_api.py).
+    lost = OSError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError | asyncpg.InternalClientError
+    if isinstance(exc, lost):
         return _on_database_down(_, exc)
     if isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", "").startswith(
         ("08", "57P", "53", "3D", "28")

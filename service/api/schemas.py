@@ -126,6 +126,7 @@ class Stats(Base):
     depth: list[StatRow]
     oldest_queued_seconds: float | None
     workers_recent: int
+    pipelines_awaiting_approval: int = 0  # pipeline runs paused for a person (POST /api/jobs/{id}/resume)
 
 
 class Health(Base):

@@ -3,6 +3,12 @@
 Each event's `id:` is its cursor (service/events.py), so a client that reconnects with
 Last-Event-ID gets exactly what it missed, then live events. A client too slow to keep up
 is cut off (its backlog is bounded) and resumes the same way.
+
+When the server shuts down (SIGTERM), every open stream ends with one final frame,
+`id: <cursor>\nevent: shutdown\ndata: {"reason": "server shutting down"}`, then closes.
+Its `id:` is the cursor after the last event the stream sent (or the one it started
+from), so an EventSource, which reconnects on its own with the last id it saw, resumes
+exactly where it stopped, even on a stream that had sent no event yet.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from litestar import Controller, Request, get
 from litestar.params import Parameter
 from litestar.response import Stream
 
+from service import metrics
 from service.api.jobs import authenticate, caller_of, channel_scope, visible_job
 from service.api.problems import bad_request, responses
 from service.events import START, BadCursor, Cursor, Event, EventHub, Snapshot, Subscriber, advance
@@ -34,7 +41,8 @@ LastEventId = Annotated[
 STREAM_DESCRIPTION = (
     "text/event-stream. Events: job:status, job:output, job:progress, stage:updated; data is JSON "
     "{eventId, jobId, channelId, createdAt, ...the event's fields}. Every event has an id: to resume with "
-    "Last-Event-ID; comment lines keep the connection alive."
+    "Last-Event-ID; comment lines keep the connection alive. When the server shuts down the stream ends with "
+    "`event: shutdown` whose id: resumes it (reconnect with it as Last-Event-ID)."
 )
 
 
@@ -47,6 +55,11 @@ def _cursor(text: str | None, default: Cursor) -> Cursor:
         raise bad_request("bad-last-event-id", "Bad Last-Event-ID", str(exc)) from None
 
 
+def _shutdown_frame(cursor: Cursor) -> bytes:
+    body = _encode({"reason": "server shutting down", "retryMs": 1000})
+    return b"id: %s\nevent: shutdown\ndata: %s\n\n" % (cursor.encode().encode(), body)
+
+
 def _frame(event: Event, cursor: Cursor) -> bytes:
     body: dict[str, Any] = dict(event.data) if isinstance(event.data, dict) else {"value": event.data}
     body.update(
@@ -55,12 +68,14 @@ def _frame(event: Event, cursor: Cursor) -> bytes:
         channelId=event.channel_id,
         createdAt=event.created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     )
+    metrics.SSE_EVENTS_SENT.labels(kind=event.kind).inc()
     return b"id: %s\nevent: %s\ndata: %s\n\n" % (cursor.encode().encode(), event.kind.encode(), _encode(body))
 
 
 async def _stream(
     hub: EventHub, sub: Subscriber, cursor: Cursor, keepalive: float, until_terminal: bool
 ) -> AsyncIterator[bytes]:
+    metrics.SSE_SUBSCRIBERS.inc()
     try:
         yield b"retry: 1000\n\n"
         await hub.subscribe(sub)
@@ -77,6 +92,7 @@ async def _stream(
                 yield b": too slow; reconnect with Last-Event-ID to resume\n\n"
                 return
             if sub.closed:
+                yield _shutdown_frame(cursor)
                 return
             try:
                 await asyncio.wait_for(sub.ready.wait(), keepalive)
@@ -85,6 +101,7 @@ async def _stream(
             batches = sub.take()
     finally:
         hub.unsubscribe(sub)
+        metrics.SSE_SUBSCRIBERS.dec()
 
 
 class EventsController(Controller):

@@ -3,6 +3,8 @@
 -- Fenced: a row changes only if it is still running the attempt the worker claimed, so a
 -- worker whose lease was lost changes nothing. A job whose cancellation was requested
 -- ends `cancelled`, never `completed`, and keeps no result.
+-- A finished child of a parked pipeline run wakes its run (see park_job.sql): one
+-- `wake` notification per distinct type woken, per statement.
 -- returns: the rows that changed, with their final state.
 WITH done AS (
     UPDATE pgcue.jobs j
@@ -17,13 +19,23 @@ WITH done AS (
         lease_expires_at = NULL
     FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[]) AS c(id, attempt, result, result_path)
     WHERE j.id = c.id AND j.attempts = c.attempt AND j.state = 'running'
-    RETURNING j.id, j.channel_id, j.owner_id, j.state, j.attempts, j.result_path, j.error_message
+    RETURNING j.id, j.channel_id, j.owner_id, j.state, j.attempts, j.result_path, j.error_message, j.parent_id
 ), events AS (
     INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
     SELECT id, channel_id, owner_id, 'job:status',
            jsonb_build_object('state', state, 'attempt', attempts,
                               'resultPath', result_path, 'errorMessage', error_message)
     FROM done
+), woken AS (
+    UPDATE pgcue.jobs p
+    SET run_at = now(), waiting_for = NULL, updated_at = now()
+    WHERE p.id = ANY (ARRAY(SELECT parent_id FROM done WHERE parent_id IS NOT NULL))
+      AND p.state = 'queued' AND p.waiting_for = 'children'
+    RETURNING p.type
 )
-SELECT d.id, d.state, (SELECT pg_notify('pgcue_events', '')) IS NULL AS notified
+SELECT d.id, d.state,
+       (SELECT count(pg_notify(c.channel, c.payload))
+        FROM (SELECT 'pgcue_events' AS channel, '' AS payload
+              UNION
+              SELECT 'pgcue_wake', type FROM woken) c) AS notified
 FROM done d;

@@ -4,7 +4,8 @@
 -- acknowledges a cancel at a checkpoint). Every attempt's error is kept in `errors`.
 -- params: $1 ids uuid[], $2 attempts int[], $3 errors text[], $4 kinds text[]
 --         ('error' | 'permanent' | 'timeout' | 'cancelled'), $5 retry delays float8[] (s)
--- Fenced by attempt, like complete_jobs.
+-- Fenced by attempt, like complete_jobs. A child that ends (failed or cancelled) wakes
+-- its parked pipeline run, as in complete_jobs.
 WITH failed AS (
     UPDATE pgcue.jobs j
     SET state = CASE
@@ -27,7 +28,7 @@ WITH failed AS (
          AS f(id, attempt, error, kind, retry_in)
     WHERE j.id = f.id AND j.attempts = f.attempt AND j.state = 'running'
     RETURNING j.id, j.type, j.channel_id, j.owner_id, j.state, j.attempts, j.max_attempts,
-              j.run_at, j.error_message
+              j.run_at, j.error_message, j.parent_id
 ), events AS (
     INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
     SELECT id, channel_id, owner_id, 'job:status',
@@ -35,6 +36,16 @@ WITH failed AS (
                               'errorMessage', error_message,
                               'retryAt', CASE WHEN state = 'queued' THEN run_at END)
     FROM failed
+), woken AS (
+    UPDATE pgcue.jobs p
+    SET run_at = now(), waiting_for = NULL, updated_at = now()
+    WHERE p.id = ANY (ARRAY(SELECT parent_id FROM failed WHERE parent_id IS NOT NULL AND state <> 'queued'))
+      AND p.state = 'queued' AND p.waiting_for = 'children'
+    RETURNING p.type
 )
-SELECT d.id, d.state, d.run_at, (SELECT pg_notify('pgcue_events', '')) IS NULL AS notified
+SELECT d.id, d.state, d.run_at,
+       (SELECT count(pg_notify(c.channel, c.payload))
+        FROM (SELECT 'pgcue_events' AS channel, '' AS payload
+              UNION
+              SELECT 'pgcue_wake', type FROM woken) c) AS notified
 FROM failed d;
