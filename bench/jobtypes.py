@@ -9,7 +9,9 @@ from workers.context import JobContext
 from workers.registry import job_type
 
 
-@job_type("bench-noop", concurrency=200, lease_seconds=60, timeout_seconds=60)
+# Tuned for throughput as the peers are: large batches mean fewer commits per job
+# (measured on 20,000 jobs: 200/100 gives ~9.7k jobs/s, 1000/500 ~16-19k, beyond that flat).
+@job_type("bench-noop", concurrency=1000, claim_batch=500, lease_seconds=60, timeout_seconds=60)
 async def noop(ctx: JobContext) -> Any:
     """Does nothing: what is measured is the queue."""
     return None
