@@ -273,16 +273,33 @@ class DatabaseCollector:
             "pgcue_database_xmin_age_xids",
             "Age in transaction ids of the oldest xmin held by a backend, replication slot or prepared transaction.",
         )
+        paused = GaugeMetricFamily("pgcue_job_type_paused", "1 while claims of the type are paused.", labels=["type"])
+        limit = GaugeMetricFamily(
+            "pgcue_job_type_limit",
+            "A type's scheduling limit: global (running in the fleet), channel (running per channel), "
+            "rate (starts per rate period); absent when unlimited.",
+            labels=["type", "limit"],
+        )
+        paused_channels = GaugeMetricFamily("pgcue_paused_channels", "Channels whose claims are paused.")
         for row in self.rows:
             if row["type"] is None:
                 continue
             jobs.add_metric([row["type"], row["state"]], row["jobs"])
             if row["state"] == "queued":
                 oldest.add_metric([row["type"]], row["oldest_runnable_seconds"])
+                paused.add_metric([row["type"]], 1 if row["paused"] else 0)
+                for name, key in (
+                    ("global", "global_concurrency"),
+                    ("channel", "channel_concurrency"),
+                    ("rate", "rate_limit"),
+                ):
+                    if row[key] is not None:
+                        limit.add_metric([row["type"], name], row[key])
         if self.rows:
             xact.add_metric([], self.rows[0]["oldest_xact_seconds"])
             xmin.add_metric([], self.rows[0]["xmin_age_xids"])
-        yield from (jobs, oldest, xact, xmin)
+            paused_channels.add_metric([], self.rows[0]["paused_channels"])
+        yield from (jobs, oldest, xact, xmin, paused, limit, paused_channels)
 
 
 def exposition_registry(*collectors: Any) -> CollectorRegistry:

@@ -216,3 +216,19 @@ async def test_channels_holding_only_delayed_jobs_do_not_hide_runnable_ones(queu
         if seen:
             break
     assert seen == [ready]
+
+
+async def test_policies_show_in_stats_and_metrics(api: Any, queue: Queue) -> None:
+    await queue.set_type_paused("t-rated", True)
+    await queue.set_channel_paused("a1", True)
+    async with api.client("alice") as c:
+        stats = (await c.get("/api/stats")).json()
+        metrics = (await c.get("/metrics")).text
+    policies = {p["type"]: p for p in stats["policies"]}
+    assert policies["t-limited"]["globalConcurrency"] == 2
+    assert policies["t-chanlimited"]["channelConcurrency"] == 1
+    assert policies["t-rated"]["paused"] and policies["t-rated"]["rateLimit"] == 4
+    assert stats["pausedChannels"] == ["a1"]
+    assert 'pgcue_job_type_paused{type="t-rated"} 1.0' in metrics
+    assert 'pgcue_job_type_limit{limit="global",type="t-limited"} 2.0' in metrics
+    assert "pgcue_paused_channels 1.0" in metrics

@@ -18,7 +18,7 @@ from litestar.params import Parameter
 
 from service.api.auth import resolve_caller
 from service.api.problems import ApiProblem, bad_request, forbidden_plan, not_found, responses
-from service.api.schemas import Cleared, JobEnvelope, JobList, JobOut, JobPage, NewJobBody, StatRow, Stats
+from service.api.schemas import Cleared, JobEnvelope, JobList, JobOut, JobPage, NewJobBody, StatRow, Stats, TypePolicy
 from service.auth import Caller
 from service.errors import JobNotFound, UnknownJobType
 from service.models import Job, NewJob
@@ -281,9 +281,25 @@ class JobsController(Controller):
         ]
         ages = [d.oldest_runnable_seconds for d in depth if d.oldest_runnable_seconds is not None]
         paused = await queue.sql.fetchrow(queue.pool, "pipeline_stats", scope)
+        policies = await queue.sql.fetch(queue.pool, "list_type_policies")
+        channels = await queue.paused_channels()
         return Stats(
             depth=depth,
             oldest_queued_seconds=max(ages) if ages else None,
             workers_recent=workers,
             pipelines_awaiting_approval=int(paused["awaiting_approval"]) if paused else 0,
+            policies=[
+                TypePolicy(
+                    type=p["type"],
+                    paused=p["paused"],
+                    global_concurrency=p["global_concurrency"],
+                    channel_concurrency=p["channel_concurrency"],
+                    rate_limit=p["rate_limit"],
+                    rate_period_seconds=p["rate_period_seconds"],
+                    running=int(p["running"]),
+                    queued=int(p["queued"]),
+                )
+                for p in policies
+            ],
+            paused_channels=[c["channel_id"] for c in channels if scope is None or c["channel_id"] in scope],
         )

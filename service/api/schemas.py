@@ -122,11 +122,26 @@ class StatRow(Base):
     oldest_runnable_seconds: float | None
 
 
+class TypePolicy(Base):
+    """A job type's scheduling policies (registry settings; `paused` is the operator's switch)."""
+
+    type: str
+    paused: bool
+    global_concurrency: int | None
+    channel_concurrency: int | None
+    rate_limit: int | None
+    rate_period_seconds: int
+    running: int
+    queued: int
+
+
 class Stats(Base):
     depth: list[StatRow]
     oldest_queued_seconds: float | None
     workers_recent: int
     pipelines_awaiting_approval: int = 0  # pipeline runs paused for a person (POST /api/jobs/{id}/resume)
+    policies: list[TypePolicy] = msgspec.field(default_factory=list)  # fleet-wide, per type
+    paused_channels: list[str] = msgspec.field(default_factory=list)  # of the caller's channels
 
 
 class Health(Base):

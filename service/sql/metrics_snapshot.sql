@@ -2,7 +2,8 @@
 -- One row per (registered job type, state) with its job count and, on the `queued` row,
 -- the age of the oldest runnable job (0 when none); every row also carries the
 -- database-wide vacuum signals (the same values repeated), so a fleet with no job types
--- still gets one row.
+-- still gets one row. Each type's scheduling policies (pause, limits) ride along, and the
+-- number of paused channels.
 --   oldest_xact_seconds: age of the oldest open transaction in this database that holds
 --     a snapshot (it holds back vacuum of pgcue.jobs: the "stuck xmin" of issue 7);
 --   xmin_age_xids: age in transaction ids of the oldest xmin any backend, replication
@@ -19,7 +20,8 @@ WITH counts AS (
     FROM pgcue.jobs
     GROUP BY type, state
 ), grid AS (
-    SELECT t.name AS type, s.state
+    SELECT t.name AS type, s.state, t.paused, t.global_concurrency, t.channel_concurrency,
+           t.rate_limit, t.rate_period_seconds
     FROM pgcue.job_types t
     CROSS JOIN unnest(ARRAY['queued', 'running', 'completed', 'failed', 'cancelled']) AS s(state)
 ), horizon AS (
@@ -37,7 +39,9 @@ WITH counts AS (
 )
 SELECT g.type, g.state, coalesce(c.jobs, 0)::float8 AS jobs,
        coalesce(extract(epoch FROM now() - c.oldest_runnable), 0)::float8 AS oldest_runnable_seconds,
-       h.oldest_xact_seconds, h.xmin_age_xids
+       h.oldest_xact_seconds, h.xmin_age_xids,
+       g.paused, g.global_concurrency, g.channel_concurrency, g.rate_limit, g.rate_period_seconds,
+       (SELECT count(*) FROM pgcue.paused_channels)::float8 AS paused_channels
 FROM horizon h
 LEFT JOIN (grid g LEFT JOIN counts c USING (type, state)) ON true
 ORDER BY g.type, g.state;
