@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from service.errors import InvalidTransition, JobNotFound
+from service.errors import InvalidTransition
 from service.queue import Executor, Queue, json_text
 
 _encode = msgspec.json.Encoder().encode
@@ -120,7 +120,7 @@ class Pipelines:
         if row is None:
             job = await self.queue.get(job_id)  # raises JobNotFound
             if job.type != "orchestrate":
-                raise JobNotFound(job_id)
+                raise InvalidTransition(job_id, f"a {job.type} job, not a pipeline run", "resume", "paused pipeline")
             raise InvalidTransition(job_id, job.state, "resume", "paused pipeline")
         return row
 
