@@ -10,6 +10,17 @@ import psycopg
 
 from service.config import Settings
 
+# What a database that went away (restart, killed connection, network) raises through
+# asyncpg: loops that must ride out an outage catch exactly these and retry. asyncpg's
+# InternalClientError is in it because a connection killed mid-operation raises it.
+# (OSError covers TimeoutError too.)
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 

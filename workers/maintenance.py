@@ -15,6 +15,7 @@ import structlog
 
 from service import db, metrics
 from service.config import Settings
+from service.db import DB_ERRORS
 from service.queue import Queue
 
 log = structlog.get_logger("pgcue.maintenance")
@@ -37,7 +38,7 @@ class Maintenance:
                 self.leading = True
                 log.info("leading maintenance")
                 await self._lead(conn)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            except DB_ERRORS as exc:
                 if self.leading:
                     log.warning("maintenance leadership lost", error=str(exc))
                 await asyncio.sleep(s.rescue_interval)

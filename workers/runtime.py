@@ -21,11 +21,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import structlog
 
 from service import db, metrics
 from service.config import Settings
+from service.db import DB_ERRORS
 from service.errors import InvalidJob
 from service.queries import channel
 from service.queue import Completion, Failure, Queue, Report, json_text, retry_delay
@@ -95,7 +95,7 @@ class Reporter:
             await asyncio.sleep(interval)
             try:
                 await self.flush()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("report failed; will retry", error=str(exc))
 
 
@@ -124,7 +124,7 @@ class Completer:
                 try:
                     states = await self.queue.complete([o.completion for o in batch if o.completion])
                     states.update(await self.queue.fail([o.failure for o in batch if o.failure]))
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+                except DB_ERRORS as exc:
                     # Keep them: the database may be restarting. Fenced writes make a late
                     # retry harmless if the lease was lost meanwhile.
                     log.warning("recording outcomes failed; will retry", error=str(exc), jobs=len(batch))
@@ -226,7 +226,7 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             try:
                 await self.queue.sql.execute(self.pool, "stop_worker", self.worker_id)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError):
+            except DB_ERRORS:
                 pass
             await self.pool.close()
             self.log.info("worker stopped", **self.stats)
@@ -251,11 +251,11 @@ class Worker:
                 states = await self.queue.release(self._released)
                 self.stats["released"] += len(states)
                 self.log.info("gave jobs back", jobs=len(states))
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            except DB_ERRORS as exc:
                 self.log.warning("could not give jobs back; they return when their lease expires", error=str(exc))
         try:
             await asyncio.wait_for(self.reporter.flush(), 5)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError):
+        except DB_ERRORS:
             pass
 
     # --- claiming ------------------------------------------------------------------------
@@ -276,7 +276,7 @@ class Worker:
                     jobs = await self.queue.claim(
                         name, want, self.worker_id, spec.lease_seconds, cursor=self._cursor[name], limited=limited
                     )
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+                except DB_ERRORS as exc:
                     self.log.warning("claim failed; backing off", job_type=name, error=str(exc), backoff=backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -404,12 +404,12 @@ class Worker:
             if beats % 10 == 0:
                 try:
                     await self._refresh_policies()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError):
+                except DB_ERRORS:
                     pass
             held = [(job_id, r.ctx.attempt, r.spec.lease_seconds) for job_id, r in self.running.items()]
             try:
                 answer = await self.queue.heartbeat(self.worker_id, held)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            except DB_ERRORS as exc:
                 self.log.warning("heartbeat failed", error=str(exc))
                 continue
             for job_id, _, _ in held:
@@ -451,7 +451,7 @@ class Worker:
                 conn.add_termination_listener(lambda _c, lost=closed: lost.set())
                 await conn.add_listener(self._chan_wake, self._on_notify)
                 await conn.add_listener(self._chan_cancel, self._on_notify)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            except DB_ERRORS as exc:
                 self.log.warning("listener cannot connect", error=str(exc), backoff=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -486,13 +486,7 @@ class Worker:
             await self.queue.sql.execute(self.pool, "notify_wake", token)
             await asyncio.wait_for(heard, self.settings.listener_probe_timeout)
             return True
-        except (
-            TimeoutError,
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,
-        ) as exc:
+        except DB_ERRORS as exc:
             self.log.warning("listener probe failed; reconnecting", error=str(exc) or type(exc).__name__)
             return False
         finally:
