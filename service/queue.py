@@ -244,9 +244,6 @@ class Queue:
     async def register_types(self, types: Sequence[JobType]) -> None:
         await self.sql.execute(self.pool, "upsert_job_types", *_type_columns(types))
 
-    async def stats(self) -> list[asyncpg.Record]:
-        return await self.sql.fetch(self.pool, "job_stats")
-
     # --- worker side ---------------------------------------------------------------
 
     async def claim(

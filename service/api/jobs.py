@@ -22,6 +22,7 @@ from service.api.schemas import Cleared, JobEnvelope, JobList, JobOut, JobPage, 
 from service.auth import Caller
 from service.errors import JobNotFound, UnknownJobType
 from service.models import Job, NewJob
+from service.pipelines import Pipelines
 from service.queue import Queue
 
 MAX_LIMIT = 200
@@ -280,7 +281,7 @@ class JobsController(Controller):
             if r["type"] is not None
         ]
         ages = [d.oldest_runnable_seconds for d in depth if d.oldest_runnable_seconds is not None]
-        paused = await queue.sql.fetchrow(queue.pool, "pipeline_stats", scope)
+        paused = await Pipelines(queue).stats(scope)
         policies = await queue.sql.fetch(queue.pool, "list_type_policies")
         channels = await queue.paused_channels()
         return Stats(
