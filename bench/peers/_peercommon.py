@@ -329,6 +329,24 @@ async def wait_for_marks(
     return marks
 
 
+async def timed_drain(
+    worker: WorkerProc, marks: str, unfinished: Callable[[], Awaitable[int]], n: int, enqueue_s: float, timeout_s: float
+) -> dict:
+    """The drain clock every peer uses: from the first handler start (its mark) to the
+    first poll of `unfinished()` (an async count) that finds nothing left."""
+
+    async def first_started() -> bool:
+        return "first" in read_marks(marks)
+
+    await await_until(first_started, WORKER_READY_TIMEOUT_S, "first job to start", interval_s=0.005, worker=worker)
+
+    async def all_done() -> bool:
+        return await unfinished() == 0
+
+    done_ts = await await_until(all_done, timeout_s, "queue to drain", worker=worker)
+    return drain_result(n, enqueue_s, read_marks(marks)["first"], done_ts, worker.spawned_at)
+
+
 def drain_result(n: int, enqueue_s: float, first_ts: float, done_ts: float, spawned_ts: float) -> dict:
     drain_s = max(done_ts - first_ts, 1e-9)
     return {

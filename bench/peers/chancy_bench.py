@@ -177,19 +177,10 @@ async def run_drain(args, db_dsn: str, marks: str) -> dict:
 
             worker = start_worker(db_dsn, marks)
 
-            async def first_started() -> bool:
-                return "first" in pc.read_marks(marks)
-
-            await pc.await_until(
-                first_started, pc.WORKER_READY_TIMEOUT_S, "first job to start", interval_s=0.005, worker=worker
+            res = await pc.timed_drain(
+                worker, marks, lambda: scalar(chancy, UNFINISHED_SQL), n, enqueue_s, args.timeout
             )
-
-            async def all_done() -> bool:
-                return await scalar(chancy, UNFINISHED_SQL) == 0
-
-            done_ts = await pc.await_until(all_done, args.timeout, "queue to drain", worker=worker)
             first_ts = pc.read_marks(marks)["first"]
-            res = pc.drain_result(n, enqueue_s, first_ts, done_ts, worker.spawned_at)
             ok = await scalar(chancy, "SELECT count(*) FROM chancy_jobs WHERE state = 'succeeded'")
             if ok != n:
                 raise RuntimeError(f"only {ok}/{n} jobs succeeded")

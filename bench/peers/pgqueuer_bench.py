@@ -141,20 +141,10 @@ async def run_drain(args, db_dsn: str, marks: str) -> dict:
 
         worker = start_worker(db_dsn, marks)
 
-        async def first_started() -> bool:
-            return "first" in pc.read_marks(marks)
-
-        await pc.await_until(
-            first_started, pc.WORKER_READY_TIMEOUT_S, "first job to start", interval_s=0.005, worker=worker
+        res = await pc.timed_drain(
+            worker, marks, lambda: conn.fetchval("SELECT count(*) FROM pgqueuer"), n, enqueue_s, args.timeout
         )
-
-        async def all_done() -> bool:
-            return await conn.fetchval("SELECT count(*) FROM pgqueuer") == 0
-
-        done_ts = await pc.await_until(all_done, args.timeout, "queue to drain", worker=worker)
-        first_ts = pc.read_marks(marks)["first"]
         worker.check_alive()
-        res = pc.drain_result(n, enqueue_s, first_ts, done_ts, worker.spawned_at)
         bad = await conn.fetchval(
             "SELECT count(*) FROM pgqueuer_log WHERE status <> 'successful' AND status NOT IN ('queued', 'picked')"
         )
