@@ -121,6 +121,29 @@ CREATE FUNCTION pgcue.job_history(job_id uuid) RETURNS TABLE(event_id bigint, at
     ORDER BY e.id
 $_$;
 COMMENT ON FUNCTION pgcue.job_history(job_id uuid) IS 'Every event of one job, oldest first.';
+CREATE FUNCTION pgcue.job_type_in_use() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pgcue.jobs WHERE type = OLD.name) THEN
+        RAISE EXCEPTION 'job type % still has jobs', OLD.name
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'delete its jobs first (pgcue.delete_jobs) or keep the type';
+    END IF;
+    RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+END $$;
+CREATE FUNCTION pgcue.known_job_type(registered text, asked text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+BEGIN
+    IF registered IS NULL THEN
+        RAISE EXCEPTION 'unknown job type %', asked
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'register it: run its worker or `pgcue migrate`; `pgcue types` lists the known ones';
+    END IF;
+    RETURN registered;
+END $$;
+COMMENT ON FUNCTION pgcue.known_job_type(registered text, asked text) IS 'enqueue_jobs: the registered type name (job_types.name from a LEFT JOIN), or foreign_key_violation when the asked-for type has no row.';
 CREATE FUNCTION pgcue.purge_jobs(older_than interval DEFAULT '00:00:00'::interval, job_type text DEFAULT NULL::text, job_state text DEFAULT NULL::text) RETURNS bigint
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -607,12 +630,11 @@ CREATE INDEX jobs_running_idx ON pgcue.jobs USING btree (type, channel_id) WHERE
 CREATE UNIQUE INDEX jobs_unique_active_idx ON pgcue.jobs USING btree (type, unique_key) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['queued'::text, 'running'::text])));
 CREATE INDEX rate_starts_type_idx ON pgcue.rate_starts USING btree (type, started_at);
 CREATE INDEX schedules_due_idx ON pgcue.schedules USING btree (next_run_at) WHERE (NOT paused);
+CREATE TRIGGER job_types_in_use BEFORE DELETE OR UPDATE OF name ON pgcue.job_types FOR EACH ROW EXECUTE FUNCTION pgcue.job_type_in_use();
 ALTER TABLE ONLY pgcue.api_keys
     ADD CONSTRAINT api_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES pgcue.users(id) ON DELETE CASCADE;
 ALTER TABLE ONLY pgcue.channels
     ADD CONSTRAINT channels_owner_id_fkey FOREIGN KEY (owner_id) REFERENCES pgcue.users(id) ON DELETE CASCADE;
-ALTER TABLE ONLY pgcue.jobs
-    ADD CONSTRAINT jobs_type_fkey FOREIGN KEY (type) REFERENCES pgcue.job_types(name);
 ALTER TABLE ONLY pgcue.rate_starts
     ADD CONSTRAINT rate_starts_type_fkey FOREIGN KEY (type) REFERENCES pgcue.job_types(name) ON DELETE CASCADE;
 ALTER TABLE ONLY pgcue.schedules

@@ -7,13 +7,14 @@
 --         $10 unique_keys text[], $11 parent_ids uuid[] (a pipeline run's children; NULL = none)
 -- returns: the ids actually inserted. A row whose idempotency key is taken, or whose
 -- (type, unique key) has a queued or running job, inserts nothing; the caller resolves it.
--- An unknown type violates jobs_type_fkey and the whole statement writes nothing.
+-- An unknown type raises foreign_key_violation (pgcue.known_job_type, migration 0006)
+-- and the whole statement writes nothing.
 -- Notifications: one `events` and one `wake` per distinct type, per statement.
 WITH new AS (
     INSERT INTO pgcue.jobs AS j
         (id, type, channel_id, owner_id, priority, payload, run_at, max_attempts, idempotency_key, unique_key,
          parent_id)
-    SELECT u.id, u.type, u.channel_id, u.owner_id, coalesce(u.priority, 0), u.payload::jsonb,
+    SELECT u.id, pgcue.known_job_type(t.name, u.type), u.channel_id, u.owner_id, coalesce(u.priority, 0), u.payload::jsonb,
            coalesce(u.run_at, now()), coalesce(u.max_attempts, t.max_attempts, 3), u.idempotency_key,
            u.unique_key, u.parent_id
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::smallint[],
