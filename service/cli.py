@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import psycopg
+import uvloop
 
 from service import db
 from service.config import ConfigError, Settings, from_env
@@ -131,7 +132,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         install_signal_handlers(worker)
         await worker.run()
 
-    asyncio.run(main())
+    uvloop.run(main())  # the worker's loop: claims, completions and heartbeats all go through it
     return 0
 
 

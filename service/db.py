@@ -34,6 +34,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's reset query. The default reset sends `SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release: one more
+    round trip for every claim, completion and API request. pgcue's pooled connections
+    never keep session state (LISTEN and the session advisory lock of maintenance live on
+    dedicated connections from connect(); claim locks are transaction-scoped), and asyncpg
+    still rolls back a transaction left open before it calls this."""
+
+
 def _connect_kwargs(settings: Settings, application_name: str) -> dict[str, Any]:
     return {
         "dsn": settings.database_url,
@@ -47,7 +56,11 @@ async def create_pool(
 ) -> asyncpg.Pool:
     """A pool for queue operations; every connection decodes JSON with msgspec."""
     pool = await asyncpg.create_pool(
-        min_size=min_size, max_size=max_size, init=_init_connection, **_connect_kwargs(settings, application_name)
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_keep_session,
+        **_connect_kwargs(settings, application_name),
     )
     assert pool is not None
     return pool

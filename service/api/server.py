@@ -43,6 +43,8 @@ def make_server(settings: Settings, host: str, port: int, options: ApiOptions | 
         log_level="warning",
         access_log=False,
         lifespan="on",
+        loop="uvloop",
+        http="httptools",
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
     )
     return Server(config, app)
