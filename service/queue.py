@@ -202,12 +202,19 @@ class Queue:
         return _all_resolved(out)
 
     async def enqueue(self, job: NewJob, *, conn: asyncpg.Connection | None = None) -> Job:
-        """Enqueue one job and return it as stored (the existing job for a repeated key).
-        The job is read back in the enqueue's own transaction, so the answer is the job as
-        enqueued, not as a fast worker may already have claimed it."""
+        """Enqueue one job and return it as stored (the existing job for a repeated key)."""
+        (stored,) = await self.enqueue_read([job], conn=conn)
+        return stored
+
+    async def enqueue_read(self, jobs: Sequence[NewJob], *, conn: asyncpg.Connection | None = None) -> list[Job]:
+        """Enqueue jobs in one transaction and return each as stored, in input order (the
+        existing job for a repeated key). The jobs are read back inside that transaction,
+        so the answer is each job as enqueued, not as a fast worker may already have
+        claimed it. Either every job is enqueued or, on an error, none is."""
         async with _connection(conn or self.pool) as c, c.transaction():
-            (job_id,) = await self.enqueue_many([job], conn=c)
-            return await self.get(job_id, conn=c)
+            ids = await self.enqueue_many(jobs, conn=c)
+            stored = {job.id: job for job in await self.get_many(ids, conn=c)}
+        return [stored[i] for i in ids]
 
     # --- read ----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from service.api.pipelines import PipelinesController
 from service.api.problems import PROBLEM_JSON, exception_handlers
 from service.api.schemas import Health
 from service.api.streams import EventsController
+from service.batching import EnqueueBatcher
 from service.config import Settings, from_env
 from service.events import EventHub
 from service.queue import Queue
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, options: ApiOptions | None = No
         app.state.settings = settings
         app.state.options = options
         app.state.types = TypeCache(queue)
+        app.state.enqueuer = EnqueueBatcher(queue)
         app.state.key_cache = KeyCache()
         app.state.hub = hub
         await hub.start()

@@ -16,10 +16,11 @@ from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
 from litestar.params import Parameter
 
-from service.api.auth import resolve_caller
+from service.api.auth import authenticated, caller_of, resolve_caller
 from service.api.problems import ApiProblem, bad_request, forbidden_plan, not_found, responses
 from service.api.schemas import Cleared, JobEnvelope, JobList, JobOut, JobPage, NewJobBody, StatRow, Stats, TypePolicy
 from service.auth import Caller
+from service.batching import EnqueueBatcher
 from service.errors import JobNotFound, UnknownJobType
 from service.models import Job, NewJob
 from service.pipelines import Pipelines
@@ -51,13 +52,10 @@ class TypeCache:
 
 
 async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: runs before the body is read, so an anonymous request is 401 whatever it sends."""
+    """Guard (for the long-lived SSE routes): runs before the body is read, so an anonymous
+    request is 401 whatever it sends. Request/response routes use the cheaper
+    `authenticated` middleware instead."""
     connection.state.caller = await resolve_caller(connection, connection.app.state)  # type: ignore[arg-type]
-
-
-def caller_of(request: Request[Any, Any, Any]) -> Caller:
-    caller: Caller = request.state.caller
-    return caller
 
 
 def channel_scope(caller: Caller, channel_id: str | None) -> list[str] | None:
@@ -110,7 +108,7 @@ ChannelQuery = Annotated[
 class JobsController(Controller):
     path = "/api"
     tags = ("jobs",)
-    guards = (authenticate,)
+    middleware = (authenticated,)
     security = ({"bearer": []},)
     dependencies = {"queue": Provide(_queue, sync_to_thread=False)}  # noqa: RUF012
 
@@ -144,7 +142,8 @@ class JobsController(Controller):
         if caller.admin:
             row = await queue.sql.fetchrow(queue.pool, "find_channel_owner", data.channel_id)
             owner = row["owner_id"] if row else caller.user_id
-        job = await queue.enqueue(
+        enqueuer: EnqueueBatcher = state.enqueuer
+        job = await enqueuer.enqueue(
             NewJob(
                 type=data.type,
                 channel_id=data.channel_id,
