@@ -15,7 +15,8 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Response, Stream
 
-from service.api.jobs import authenticate, caller_of, visible_job
+from service.api.auth import authenticated
+from service.api.jobs import caller_of, visible_job
 from service.api.problems import ApiProblem, not_found, responses
 from service.artifacts import LocalArtifacts, content_type, safe_name
 
@@ -60,7 +61,7 @@ async def _read(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
 
 @get(
     "/api/jobs/{job_id:uuid}/artifact",
-    guards=[authenticate],
+    middleware=[authenticated],
     security=[{"bearer": []}],
     tags=["jobs"],
     summary="The job's artifact (resultPath), or another file of the job's with ?name=; supports Range",

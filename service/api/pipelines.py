@@ -9,7 +9,8 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import Provide
 
-from service.api.jobs import _queue, authenticate, caller_of, visible_job
+from service.api.auth import authenticated
+from service.api.jobs import _queue, caller_of, visible_job
 from service.api.problems import bad_request, responses
 from service.api.schemas import Base, JobOut, Timestamp, iso_ms
 from service.pipelines import Pipelines, StageRow
@@ -70,7 +71,7 @@ class ResumeBody(Base, forbid_unknown_fields=True):
 class PipelinesController(Controller):
     path = "/api/jobs/{job_id:uuid}"
     tags = ("pipelines",)
-    guards = (authenticate,)
+    middleware = (authenticated,)
     security = ({"bearer": []},)
     dependencies = {"queue": Provide(_queue, sync_to_thread=False)}  # noqa: RUF012
 
