@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
+from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 
 class JobState(enum.StrEnum):
@@ -131,15 +132,30 @@ class JobType(Base):
     rate_period_seconds: int = 60
 
 
+_UUID7_BITS = (0x7 << 76) | (0x2 << 62)  # version 7, RFC 9562 variant
+_UUID7_RANDOM = ((1 << 80) - 1) & ~((0xF << 76) | (0x3 << 62))  # the 74 random bits
+
+
+def uuid7_many(n: int) -> list[uuid.UUID]:
+    """`n` time-ordered UUIDs (RFC 9562 version 7): new jobs land at the right edge of the
+    primary-key index instead of at random pages, which keeps inserts cache-friendly.
+
+    Built for bulk enqueues: one clock read and one urandom call for the batch, and
+    asyncpg's C UUID type (a uuid.UUID, what asyncpg returns for uuid columns anyway),
+    about 0.6 µs an id against 3.5 µs for uuid.UUID(int=...) one at a time."""
+    millis = (time.time_ns() // 1_000_000) & 0xFFFF_FFFF_FFFF
+    head = (millis << 80) | _UUID7_BITS
+    rand = os.urandom(10 * n)
+    from_bytes = int.from_bytes
+    return [
+        PgUUID((head | (from_bytes(rand[i : i + 10], "big") & _UUID7_RANDOM)).to_bytes(16, "big"))
+        for i in range(0, 10 * n, 10)
+    ]
+
+
 def uuid7() -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 version 7): new jobs land at the right edge of the
-    primary-key index instead of at random pages, which keeps inserts cache-friendly."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return uuid.UUID(int=value)
+    """One time-ordered UUID (see uuid7_many)."""
+    return uuid7_many(1)[0]
 
 
 class Schedule(Base):
