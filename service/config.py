@@ -47,6 +47,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # 0 turns asyncpg's prepared-statement cache off (needed behind PgBouncer in
     # transaction mode).
     statement_cache_size: int = 100
+    # random_page_cost for pgcue's own sessions (0 leaves the server's setting). The jobs
+    # table's hot part lives in memory, and at the default of 4 the planner takes a
+    # sequential scan of the whole table for a batch of 500 completions, releases or
+    # lease extensions (service/sql/complete_jobs.sql); at 1.1, the usual value for data
+    # in RAM or on SSD, it probes the primary key per job.
+    random_page_cost: float = 1.1
     # The LISTEN connection is proved alive by a NOTIFY round trip this often; no answer
     # within the timeout and it is replaced.
     listener_probe_interval: float = 10.0
@@ -70,6 +76,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"PGCUE_{name.upper()} must be greater than 0")
+        if self.random_page_cost < 0:
+            raise ConfigError("PGCUE_RANDOM_PAGE_COST must be 0 (the server's own setting) or more")
 
     def replace(self, **changes: object) -> Settings:
         return msgspec.structs.replace(self, **changes)

@@ -44,10 +44,13 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 def _connect_kwargs(settings: Settings, application_name: str) -> dict[str, Any]:
+    server_settings = {"application_name": application_name}
+    if settings.random_page_cost:
+        server_settings["random_page_cost"] = str(settings.random_page_cost)
     return {
         "dsn": settings.database_url,
         "statement_cache_size": settings.statement_cache_size,
-        "server_settings": {"application_name": application_name},
+        "server_settings": server_settings,
     }
 
 

@@ -6,6 +6,14 @@
 -- A finished child of a parked pipeline run wakes its run (see park_job.sql): one
 -- `wake` notification per distinct type woken, per statement.
 -- returns: the rows that changed, with their final state.
+-- Hot path (the worker's completer). Plan (EXPLAIN ANALYZE, 500 ids, 20k running rows,
+-- random_page_cost 1.1, which pgcue sets on its sessions: Settings.random_page_cost):
+--   CTE done -> Update on jobs -> Nested Loop
+--                 -> Function Scan on c (the unnest)
+--                 -> Index Scan using jobs_pkey (id = c.id; filter state, attempts)
+--   CTE events -> Insert on job_events;  CTE woken -> Index Scan using jobs_claim_idx
+-- At the server's default random_page_cost of 4 the same batch was a Hash Join over a
+-- Seq Scan of the whole jobs table (7 ms instead of 2 ms at 20k rows, growing with it).
 WITH done AS (
     UPDATE pgcue.jobs j
     SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'completed' END,
