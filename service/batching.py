@@ -1,21 +1,23 @@
 """Group commit for single enqueues: concurrent `enqueue` calls share one transaction.
 
 The API enqueues one job per `POST /api/jobs`. Done one by one, each request costs a
-transaction of four round trips (BEGIN, INSERT, SELECT, COMMIT), a WAL flush and a NOTIFY;
-PostgreSQL serialises the commits of notifying transactions on one lock, so under load
-the requests queue behind each other's fsync. An EnqueueBatcher collects the jobs that
-arrive while a flush is in flight and enqueues them together through Queue.enqueue_read:
-one transaction, one flush and one NOTIFY per batch, whatever its size.
+commit (a WAL flush) and a NOTIFY, and PostgreSQL serialises the commits of notifying
+transactions on one lock, so under load the requests queue behind each other's fsync.
+An EnqueueBatcher collects the jobs that arrive while a flush is in flight and enqueues
+them together through Queue.enqueue_returning: one statement (one round trip, one flush,
+one NOTIFY) per batch, whatever its size, answering with every job as stored.
 
 Nothing waits on a timer: a job that arrives when no flush is running starts one at the
 next turn of the event loop, so at low load a request pays no extra latency; under load
 the batches grow by themselves (`make bench` http workload measures it).
 
 Every caller gets exactly what a lone enqueue would have given it. A batch is one
-transaction, so an error writes nothing; when the error is about a job (PgcueError: a
-unique key that is taken with onConflict=reject, an invalid field) each job of the batch
-is enqueued again on its own, so only the job at fault gets the error. A database error
-(the database went away) goes to every caller of the batch, and none of its jobs exists.
+statement, so an error writes nothing; when the error is about a job (PgcueError: an
+invalid field, an unknown type) each job of the batch is enqueued again on its own, so
+only the job at fault gets the error. A job whose idempotency or unique key is taken is
+skipped by the insert and then enqueued on its own, which resolves it as a lone enqueue
+would (the existing job, or onConflict's answer: a 409 for reject). A database error (the
+database went away) goes to every caller of the batch, and none of its jobs exists.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ Pending = tuple[NewJob, "asyncio.Future[Job]"]
 
 
 class EnqueueBatcher:
-    """Coalesces concurrent single enqueues into `Queue.enqueue_read` calls.
+    """Coalesces concurrent single enqueues into `Queue.enqueue_returning` calls.
 
     `max_batch` bounds one transaction; `max_inflight` flushes may run at once (one
     commits while the next one inserts), each on its own pooled connection.
@@ -61,8 +63,8 @@ class EnqueueBatcher:
 
     async def _flush(self, batch: list[Pending]) -> None:
         try:
-            stored = await self.queue.enqueue_read([job for job, _ in batch])
-        except PgcueError as exc:
+            stored = await self.queue.enqueue_returning([job for job, _ in batch])
+        except PgcueError as exc:  # about a job (invalid, unknown type): nothing was written
             if len(batch) == 1:
                 _settle(batch[0][1], exc=exc)
                 return
@@ -74,10 +76,17 @@ class EnqueueBatcher:
                 raise
         else:
             for (_, future), job in zip(batch, stored, strict=True):
-                _settle(future, job)
+                if job is not None:
+                    _settle(future, job)
+            # A job whose idempotency or unique key was taken was skipped: resolve each on
+            # its own (the existing job, or its onConflict answer).
+            await self._one_by_one(
+                [(job, future) for (job, future), done in zip(batch, stored, strict=True) if done is None]
+            )
 
     async def _one_by_one(self, batch: list[Pending]) -> None:
-        """After a batch failed because of one of its jobs: each job in its own transaction."""
+        """Each job in its own enqueue: after a batch failed because of one of its jobs
+        (it wrote nothing), or for the jobs it skipped because their key was taken."""
         for n, (job, future) in enumerate(batch):
             try:
                 stored = await self.queue.enqueue(job)

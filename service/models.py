@@ -75,6 +75,7 @@ class Job(Base):
     def from_row(cls, row: Any) -> Job:
         data = dict(row)
         data["state"] = JobState(data["state"])
+        data.pop("notified", None)  # enqueue_jobs_returning's notification count
         return cls(**data)
 
 

@@ -3,6 +3,10 @@
 Each statement lives in service/sql/<verb>_<noun>.sql, is read once, and runs unchanged
 on asyncpg or on psycopg (whose RawCursor takes the same `$1` placeholders).
 
+A file whose name starts with `_` is a fragment, not a statement: a statement takes it in
+whole with a line `-- include: _name`, so two statements that differ only in what they
+return share one reviewed text (service/sql/_enqueue.sql).
+
 Statements name their schema `pgcue` (objects `pgcue.<name>`) and their notification
 channels `pgcue_wake`, `pgcue_cancel`, `pgcue_events`. When PGCUE_SCHEMA names another
 schema, qualify() rewrites exactly those words once at load time; the schema name is
@@ -21,6 +25,7 @@ import asyncpg
 import psycopg
 from psycopg.rows import dict_row
 
+_INCLUDE = re.compile(r"^-- include: (_\w+)$", re.MULTILINE)
 _TOKEN = re.compile(r"\bpgcue(?:(?=_(?:wake|cancel|events)\b)|\b)")
 
 
@@ -40,10 +45,21 @@ class Sql:
     def __init__(self, schema: str = "pgcue") -> None:
         self.schema = schema
         folder = resources.files("service") / "sql"
-        self._text = {
+        files = {
             entry.name.removesuffix(".sql"): qualify(entry.read_text(), schema)
             for entry in folder.iterdir()
             if entry.name.endswith(".sql")
+        }
+        fragments = {name: text for name, text in files.items() if name.startswith("_")}
+
+        def include(match: re.Match[str]) -> str:
+            try:
+                return fragments[match.group(1)]
+            except KeyError:
+                raise KeyError(f"no fragment service/sql/{match.group(1)}.sql to include") from None
+
+        self._text = {
+            name: _INCLUDE.sub(include, text) for name, text in files.items() if not name.startswith("_")
         }
 
     def __getitem__(self, name: str) -> str:

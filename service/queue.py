@@ -225,18 +225,33 @@ class Queue:
 
     async def enqueue(self, job: NewJob, *, conn: asyncpg.Connection | None = None) -> Job:
         """Enqueue one job and return it as stored (the existing job for a repeated key)."""
-        (stored,) = await self.enqueue_read([job], conn=conn)
-        return stored
-
-    async def enqueue_read(self, jobs: Sequence[NewJob], *, conn: asyncpg.Connection | None = None) -> list[Job]:
-        """Enqueue jobs in one transaction and return each as stored, in input order (the
-        existing job for a repeated key). The jobs are read back inside that transaction,
-        so the answer is each job as enqueued, not as a fast worker may already have
-        claimed it. Either every job is enqueued or, on an error, none is."""
+        (stored,) = await self.enqueue_returning([job], conn=conn)
+        if stored is not None:
+            return stored
+        # Its key is taken: resolve it (the existing job, or on_conflict's answer) and read
+        # the job back in the same transaction.
         async with _connection(conn or self.pool) as c, c.transaction():
-            ids = await self.enqueue_many(jobs, conn=c)
-            stored = {job.id: job for job in await self.get_many(ids, conn=c)}
-        return [stored[i] for i in ids]
+            (job_id,) = await self.enqueue_many([job], conn=c)
+            return await self.get(job_id, conn=c)
+
+    async def enqueue_returning(
+        self, jobs: Sequence[NewJob], *, conn: asyncpg.Connection | None = None
+    ) -> list[Job | None]:
+        """Enqueue jobs in one statement (so all of them or, on an error, none) and return
+        each inserted job as stored, in input order, in the same round trip: the job as
+        enqueued, not as a fast worker may have claimed it since. None for a job the
+        insert skipped because its idempotency or unique key is taken; enqueue() it alone
+        to resolve it."""
+        if not jobs:
+            return []
+        ids, args = _enqueue_args(jobs)
+        try:
+            rows = await self.sql.fetch(conn or self.pool, "enqueue_jobs_returning", *args)
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise _unknown_type(exc, jobs) from exc
+        stored = {row["id"]: Job.from_row(row) for row in rows}
+        metrics.jobs_enqueued([job.type for job in stored.values()])
+        return [stored.get(i) for i in ids]
 
     # --- read ----------------------------------------------------------------------
 
