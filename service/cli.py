@@ -25,6 +25,7 @@ from service.config import ConfigError, Settings, from_env
 from service.errors import PgcueError
 from service.logging import configure as configure_logging
 from service.models import FINISHED_STATES, Job, JobState, NewJob
+from service.process import settle_garbage_collector
 from service.queries import channel
 from service.queue import Queue
 
@@ -130,6 +131,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     async def main() -> None:
         install_signal_handlers(worker)
+        settle_garbage_collector()
         await worker.run()
 
     uvloop.run(main())  # the worker's loop: claims, completions and heartbeats all go through it

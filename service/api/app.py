@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from service.api.streams import EventsController
 from service.batching import EnqueueBatcher
 from service.config import Settings, from_env
 from service.events import EventHub
+from service.process import settle_garbage_collector
 from service.queue import Queue
 
 MAX_BODY_BYTES = 1024 * 1024  # 413 above this: payloads are inputs, not files
@@ -67,21 +67,6 @@ async def readyz(state: State) -> Response[Health]:
     return Response(Health(status="ready"))
 
 
-def _settle_garbage_collector() -> None:
-    """Once the app is up: move everything alive now (modules, routes, the pool) out of the
-    collector's reach with gc.freeze(), and collect the youngest generation less often.
-
-    Under load the API keeps a few thousand short-lived objects per fan-out or burst of
-    requests alive across awaits; with the default thresholds they were promoted and
-    triggered a full collection every second or two, which walked ~185,000 long-lived
-    objects for 60-140 ms and stalled every request and SSE stream in flight (seen in
-    py-spy during `make bench` http and sse). Nothing here changes what is collected,
-    only how often and over what."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 50)
-
-
 def create_app(settings: Settings | None = None, options: ApiOptions | None = None) -> Litestar:
     settings = settings or from_env()
     options = options or ApiOptions()
@@ -99,7 +84,7 @@ def create_app(settings: Settings | None = None, options: ApiOptions | None = No
         app.state.key_cache = KeyCache()
         app.state.hub = hub
         await hub.start()
-        _settle_garbage_collector()
+        settle_garbage_collector()
         try:
             yield
         finally:
