@@ -58,9 +58,7 @@ class Sql:
             except KeyError:
                 raise KeyError(f"no fragment service/sql/{match.group(1)}.sql to include") from None
 
-        self._text = {
-            name: _INCLUDE.sub(include, text) for name, text in files.items() if not name.startswith("_")
-        }
+        self._text = {name: _INCLUDE.sub(include, text) for name, text in files.items() if not name.startswith("_")}
 
     def __getitem__(self, name: str) -> str:
         try:
