@@ -2,6 +2,8 @@
 -- Claims a batch of queued jobs with SKIP LOCKED (committed), then completes them
 -- (committed), until none are left: two commits per batch, like a worker, but with no
 -- events, no notifications and no round trips. Run in the benchmark's scratch database.
+-- Not fair across channels (pgcue's claim is): this is what PostgreSQL allows for the
+-- claim/complete row work alone.
 CREATE OR REPLACE PROCEDURE public.bench_ceiling_drain(batch int)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -11,7 +13,10 @@ BEGIN
         WITH next AS (
             SELECT id FROM pgcue.jobs
             WHERE state = 'queued' AND type = 'bench-noop' AND run_at <= now()
-            ORDER BY priority DESC, run_at
+            -- jobs_claim_idx's own order (type, channel_id, priority DESC, run_at): an
+            -- index scan that stops after `batch` rows. A global priority order would
+            -- sort every queued job of the type for each batch, which is no ceiling.
+            ORDER BY channel_id, priority DESC, run_at
             LIMIT batch
             FOR UPDATE SKIP LOCKED
         ), claimed AS (

@@ -137,14 +137,46 @@ def print_table(result: dict[str, Any]) -> None:
     _print_api(p)
     if "soak" in p:
         _print_soak(p["soak"])
+    _print_peers(result)
+
+
+def _print_peers(result: dict[str, Any]) -> None:
+    """pgcue beside each peer on the same server in the same run, with pgcue/peer ratios."""
     peers = result.get("peers") or {}
-    if "skipped" in peers:
+    if peers.get("skipped"):
         print(f"\npeers skipped: {peers['skipped']}")
         return
-    for peer, data in sorted(peers.get("peers", peers).items()):
-        if not isinstance(data, dict):
-            continue
-        print(f"\n{peer}: {json.dumps(data)[:400]}")
+    heads: dict[str, dict[str, float]] = peers.get("headline_medians") or {}
+    if not heads:
+        return
+    drain = result["pgcue"].get("drain", {})
+    latency = result["pgcue"].get("latency", {})
+    ours = {
+        "drain_per_s": (drain.get("drain_per_s") or {}).get("median"),
+        "enqueue_per_s": (drain.get("enqueue_per_s") or {}).get("median"),
+        "p50_ms": (latency.get("p50_ms") or {}).get("median"),
+        "p99_ms": (latency.get("p99_ms") or {}).get("median"),
+    }
+    names = sorted(heads)
+    print("\npgcue and the peers, same server, same run (medians; ratio = pgcue / peer)")
+    print(f"  {'':<34}{'pgcue':>10}" + "".join(f"{n:>24}" for n in names))
+    for label, key in (
+        ("drain, 1 worker process, jobs/s", "drain_per_s"),
+        ("bulk enqueue (the drain's), jobs/s", "enqueue_per_s"),
+        ("pickup latency p50, ms", "p50_ms"),
+        ("pickup latency p99, ms", "p99_ms"),
+    ):
+        mine = ours[key]
+        cells = []
+        for n in names:
+            theirs = heads[n].get(key)
+            if theirs is None:
+                cells.append(f"{'—':>24}")
+            elif mine is None or not theirs:
+                cells.append(f"{theirs:>24,.1f}")
+            else:
+                cells.append(f"{f'{theirs:,.1f} ({mine / theirs:.2f}×)':>24}")
+        print(f"  {label:<34}{'—' if mine is None else f'{mine:,.1f}':>10}" + "".join(cells))
 
 
 def _print_api(p: dict[str, Any]) -> None:
