@@ -34,7 +34,7 @@ Pending = tuple[NewJob, "asyncio.Future[Job]"]
 class EnqueueBatcher:
     """Coalesces concurrent single enqueues into `Queue.enqueue_returning` calls.
 
-    `max_batch` bounds one transaction; `max_inflight` flushes may run at once (one
+    `max_batch` bounds one statement; `max_inflight` flushes may run at once (one
     commits while the next one inserts), each on its own pooled connection.
     """
 
@@ -43,23 +43,31 @@ class EnqueueBatcher:
         self.max_batch = max_batch
         self.max_inflight = max_inflight
         self._pending: list[Pending] = []
-        self._flushers: set[asyncio.Task[None]] = set()
+        self._flushing = 0  # flushers that will still look at _pending before they end
+        self._tasks: set[asyncio.Task[None]] = set()  # a reference to each, until it ends
 
     async def enqueue(self, job: NewJob) -> Job:
         """Enqueue `job` (with whatever else is waiting) and return it as stored."""
         future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
         self._pending.append((job, future))
-        if len(self._flushers) < self.max_inflight:
+        if self._flushing < self.max_inflight:
+            self._flushing += 1
             task = asyncio.create_task(self._flush_pending())
-            self._flushers.add(task)
-            task.add_done_callback(self._flushers.discard)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await future
 
     async def _flush_pending(self) -> None:
-        while self._pending:
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
-            await self._flush(batch)
+        # The count goes down in the same step in which the loop sees _pending empty, not
+        # in a done-callback a loop turn later: a job appended in between would otherwise
+        # find every flusher slot taken by flushers that have already ended, and wait forever.
+        try:
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                await self._flush(batch)
+        finally:
+            self._flushing -= 1
 
     async def _flush(self, batch: list[Pending]) -> None:
         try:

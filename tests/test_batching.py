@@ -60,3 +60,13 @@ async def test_unknown_type_writes_nothing_and_types_in_use_cannot_go(queue: Que
         await pool.execute("UPDATE pgcue.job_types SET name = 'echo2' WHERE name = 'echo'")
     await pool.execute("DELETE FROM pgcue.jobs")
     await pool.execute("DELETE FROM pgcue.job_types WHERE name = 'echo'")  # unused now: allowed
+
+
+async def test_a_job_arriving_as_the_last_flush_ends_is_not_stranded(queue: Queue) -> None:
+    # The caller of the first job resumes before the flusher's task is reaped; its next
+    # enqueue must start a flush of its own rather than count the finished one.
+    batcher = EnqueueBatcher(queue, max_inflight=1)
+    first = await batcher.enqueue(_job(1))
+    async with asyncio.timeout(10):  # not wait_for: its extra task would let the reaping run first
+        second = await batcher.enqueue(_job(2))
+    assert first.id != second.id and second.payload == {"n": 2}
