@@ -26,7 +26,6 @@ from service.api.streams import EventsController
 from service.batching import EnqueueBatcher
 from service.config import Settings, from_env
 from service.events import EventHub
-from service.process import settle_garbage_collector
 from service.queue import Queue
 
 MAX_BODY_BYTES = 1024 * 1024  # 413 above this: payloads are inputs, not files
@@ -84,7 +83,6 @@ def create_app(settings: Settings | None = None, options: ApiOptions | None = No
         app.state.key_cache = KeyCache()
         app.state.hub = hub
         await hub.start()
-        settle_garbage_collector()
         try:
             yield
         finally:

@@ -18,6 +18,7 @@ from litestar import Litestar
 
 from service.api.app import ApiOptions, create_app
 from service.config import Settings
+from service.process import settle_garbage_collector
 
 
 class Server(uvicorn.Server):
@@ -26,6 +27,10 @@ class Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: Litestar) -> None:
         super().__init__(config)
         self.litestar = app
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        settle_garbage_collector()  # once the app is up: see service/process.py
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         hub = self.litestar.state.get("hub")
