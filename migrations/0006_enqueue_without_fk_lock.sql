@@ -7,27 +7,25 @@
 -- and it cost a trigger call per row in bulk enqueues.
 --
 -- The rule stays enforced, from both sides, without a per-row lock:
---   * service/sql/enqueue_jobs.sql (the only statement that inserts jobs) takes each
---     row's type through pgcue.known_job_type(), which raises foreign_key_violation for a
---     type that is not registered, so the whole statement writes nothing, as before;
+--   * service/sql/_enqueue.sql (the only statement text that inserts jobs) takes each
+--     row's type as coalesce(job_types.name, pgcue.unknown_job_type(type)): a type that
+--     is not registered raises foreign_key_violation, so the whole statement writes
+--     nothing, as before;
 --   * a job type that still has jobs cannot be deleted or renamed (trigger below).
 -- The gap this leaves: a type deleted concurrently with an enqueue of it. Types are
 -- only ever upserted by workers and `pgcue migrate`; nothing in pgcue deletes one.
 
 ALTER TABLE pgcue.jobs DROP CONSTRAINT jobs_type_fkey;
 
-CREATE FUNCTION pgcue.known_job_type(registered text, asked text) RETURNS text
-    LANGUAGE plpgsql IMMUTABLE AS $$
+CREATE FUNCTION pgcue.unknown_job_type(asked text) RETURNS text
+    LANGUAGE plpgsql AS $$
 BEGIN
-    IF registered IS NULL THEN
-        RAISE EXCEPTION 'unknown job type %', asked
-            USING ERRCODE = 'foreign_key_violation',
-                  HINT = 'register it: run its worker or `pgcue migrate`; `pgcue types` lists the known ones';
-    END IF;
-    RETURN registered;
+    RAISE EXCEPTION 'unknown job type %', asked
+        USING ERRCODE = 'foreign_key_violation',
+              HINT = 'register it: run its worker or `pgcue migrate`; `pgcue types` lists the known ones';
 END $$;
-COMMENT ON FUNCTION pgcue.known_job_type(text, text) IS
-    'enqueue_jobs: the registered type name (job_types.name from a LEFT JOIN), or foreign_key_violation when the asked-for type has no row.';
+COMMENT ON FUNCTION pgcue.unknown_job_type(text) IS
+    'enqueue_jobs: raises foreign_key_violation; called as coalesce(job_types.name, unknown_job_type(type)), so only for a type with no row.';
 
 CREATE FUNCTION pgcue.job_type_in_use() RETURNS trigger
     LANGUAGE plpgsql AS $$

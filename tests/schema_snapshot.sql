@@ -132,18 +132,6 @@ BEGIN
     END IF;
     RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
 END $$;
-CREATE FUNCTION pgcue.known_job_type(registered text, asked text) RETURNS text
-    LANGUAGE plpgsql IMMUTABLE
-    AS $$
-BEGIN
-    IF registered IS NULL THEN
-        RAISE EXCEPTION 'unknown job type %', asked
-            USING ERRCODE = 'foreign_key_violation',
-                  HINT = 'register it: run its worker or `pgcue migrate`; `pgcue types` lists the known ones';
-    END IF;
-    RETURN registered;
-END $$;
-COMMENT ON FUNCTION pgcue.known_job_type(registered text, asked text) IS 'enqueue_jobs: the registered type name (job_types.name from a LEFT JOIN), or foreign_key_violation when the asked-for type has no row.';
 CREATE FUNCTION pgcue.purge_jobs(older_than interval DEFAULT '00:00:00'::interval, job_type text DEFAULT NULL::text, job_state text DEFAULT NULL::text) RETURNS bigint
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -264,6 +252,15 @@ CREATE FUNCTION pgcue.set_type_paused(job_type text, pause boolean) RETURNS bool
     UPDATE pgcue.job_types SET paused = pause, updated_at = now() WHERE name = job_type RETURNING true;
 $$;
 COMMENT ON FUNCTION pgcue.set_type_paused(job_type text, pause boolean) IS 'Pause (true) or resume (false) claims of a job type; NULL if there is no such type. Running jobs finish.';
+CREATE FUNCTION pgcue.unknown_job_type(asked text) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'unknown job type %', asked
+        USING ERRCODE = 'foreign_key_violation',
+              HINT = 'register it: run its worker or `pgcue migrate`; `pgcue types` lists the known ones';
+END $$;
+COMMENT ON FUNCTION pgcue.unknown_job_type(asked text) IS 'enqueue_jobs: raises foreign_key_violation; called as coalesce(job_types.name, unknown_job_type(type)), so only for a type with no row.';
 CREATE TABLE pgcue.api_keys (
     id bigint NOT NULL,
     token_hash bytea NOT NULL,

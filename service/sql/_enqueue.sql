@@ -5,7 +5,7 @@ WITH new AS (
     INSERT INTO pgcue.jobs AS j
         (id, type, channel_id, owner_id, priority, payload, run_at, max_attempts, idempotency_key, unique_key,
          parent_id)
-    SELECT u.id, coalesce(t.name, pgcue.known_job_type(t.name, u.type)), u.channel_id, u.owner_id, coalesce(u.priority, 0), u.payload::jsonb,
+    SELECT u.id, coalesce(t.name, pgcue.unknown_job_type(u.type)), u.channel_id, u.owner_id, coalesce(u.priority, 0), u.payload::jsonb,
            coalesce(u.run_at, now()), coalesce(u.max_attempts, t.max_attempts, 3), u.idempotency_key,
            u.unique_key, u.parent_id
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::smallint[],

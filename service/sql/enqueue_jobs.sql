@@ -7,7 +7,7 @@
 --         $10 unique_keys text[], $11 parent_ids uuid[] (a pipeline run's children; NULL = none)
 -- returns: the ids actually inserted. A row whose idempotency key is taken, or whose
 -- (type, unique key) has a queued or running job, inserts nothing; the caller resolves it.
--- An unknown type raises foreign_key_violation (pgcue.known_job_type, migration 0006)
+-- An unknown type raises foreign_key_violation (pgcue.unknown_job_type, migration 0006)
 -- and the whole statement writes nothing.
 -- Notifications: one `events` and one `wake` per distinct type, per statement.
 -- include: _enqueue
