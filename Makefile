@@ -23,10 +23,10 @@ test: setup  ## the test suite against PostgreSQL (PGCUE_TEST_DSN, default 127.0
 bench: setup  ## benchmarks (not part of make test); results in bench/results/
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-lint: setup  ## ruff and mypy
+lint: setup  ## ruff, mypy and the import layers (ops/dev/lint.py)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check service workers tests bench
-	$(BIN)/mypy
+	$(BIN)/ruff format --check service workers tests bench ops
+	$(BIN)/python ops/dev/lint.py
 
 db: setup  ## apply migrations to the configured database
 	$(BIN)/pgcue migrate

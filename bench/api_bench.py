@@ -29,14 +29,14 @@ from typing import IO, Any
 
 import httpx
 import msgspec
+from pgcue.core import db
+from pgcue.core.auth import create_key
+from pgcue.core.config import Settings
+from pgcue.core.models import NewJob
+from pgcue.core.queue import Queue
+from pgcue.core.statements import sql_for
 
 from bench.pgcue_bench import ROOT, Workers, _pct, scratch_database
-from service import db
-from service.auth import create_key
-from service.config import Settings
-from service.models import NewJob
-from service.queries import sql_for
-from service.queue import Queue
 
 HERE = Path(__file__).resolve().parent
 USER = "bench-user"
@@ -93,7 +93,7 @@ class ApiServer:
             PGCUE_LOG_FORMAT="json",
             PGCUE_LOG_LEVEL="warning",
         )
-        argv = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        argv = [sys.executable, "-m", "pgcue.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=1.0) as client:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from workers.context import JobContext
-from workers.registry import job_type
+from pgcue.workers.runtime.context import JobContext
+from pgcue.workers.runtime.registry import job_type
 
 
 # Tuned for throughput as the peers are: large batches mean fewer commits per job

@@ -22,13 +22,12 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import psycopg
+from pgcue.core import db, migrate
+from pgcue.core.config import Settings
+from pgcue.core.models import NewJob
+from pgcue.core.queue import Completion, Queue
+from pgcue.workers.runtime import registry
 from psycopg import sql as psql
-
-from service import db, migrate
-from service.config import Settings
-from service.models import NewJob
-from service.queue import Completion, Queue
-from workers import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,7 +65,7 @@ class Workers:
         env = dict(
             os.environ, PGCUE_DATABASE_URL=settings.database_url, PGCUE_LOG_FORMAT="json", PGCUE_LOG_LEVEL="info"
         )
-        argv = [sys.executable, "-m", "service.cli", "worker", "--import", "bench.jobtypes", "--type", job_type]
+        argv = [sys.executable, "-m", "pgcue.cli", "worker", "--import", "bench.jobtypes", "--type", job_type]
         if concurrency:
             argv += ["--concurrency", str(concurrency)]
         self.procs = [

@@ -12,9 +12,10 @@ import asyncio
 import time
 from typing import Any
 
+from pgcue.core import db
+from pgcue.core.queue import Queue
+
 from bench.pgcue_bench import Workers, _noop_jobs, _wait_all_finished, scratch_database
-from service import db
-from service.queue import Queue
 
 TABLES = ("jobs", "job_events")
 

@@ -15,11 +15,10 @@ import httpx
 import msgspec
 import pytest
 import uvicorn
-
-from service.api.app import ApiOptions, create_app
-from service.auth import create_key
-from service.config import Settings
-from service.queries import sql_for
+from pgcue.api.app import ApiOptions, create_app
+from pgcue.core.auth import create_key
+from pgcue.core.config import Settings
+from pgcue.core.statements import sql_for
 
 
 @dataclass

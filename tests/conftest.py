@@ -20,13 +20,12 @@ from urllib.parse import urlsplit
 import asyncpg
 import psycopg
 import pytest
+from pgcue.core import db, migrate
+from pgcue.core.config import Settings
+from pgcue.core.queue import Queue
+from pgcue.core.statements import channel
+from pgcue.workers.runtime import registry
 from psycopg import sql as psql
-
-from service import db, migrate
-from service.config import Settings
-from service.queries import channel
-from service.queue import Queue
-from workers import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.apiserver"]  # the `api` fixture: the real app served on loopback
@@ -119,7 +118,7 @@ def run_cli(
     """Run `pgcue ARGS` as a user would; bounded."""
     environ = dict(os.environ, PGCUE_DATABASE_URL=dsn, PGCUE_LOG_FORMAT="json", **(env or {}))
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "pgcue.cli", *args],
         cwd=ROOT,
         env=environ,
         capture_output=True,
@@ -218,7 +217,7 @@ class WorkerProcess:
         extra: Sequence[str] = (),
         env: dict[str, str] | None = None,
     ) -> None:
-        argv = [sys.executable, "-m", "service.cli", "worker", "--import", "tests.jobtypes", *extra]
+        argv = [sys.executable, "-m", "pgcue.cli", "worker", "--import", "tests.jobtypes", *extra]
         for t in types:
             argv += ["--type", t]
         environ = dict(os.environ)

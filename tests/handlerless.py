@@ -4,6 +4,6 @@ handler is imported), so the worker must refuse to run it."""
 
 from __future__ import annotations
 
-from workers import registry
+from pgcue.workers.runtime import registry
 
 registry._registry.setdefault("t-nohandler", registry.TypeSpec("t-nohandler", description="settings only"))

@@ -10,8 +10,8 @@ import asyncio
 import os
 from typing import Any
 
-from workers.context import JobContext, PermanentError, Result
-from workers.registry import job_type
+from pgcue.workers.runtime.context import JobContext, PermanentError, Result
+from pgcue.workers.runtime.registry import job_type
 
 
 def trace(event: str, ctx: JobContext) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pgcue.workers.runtime.context import JobContext
+from pgcue.workers.runtime.registry import job_type
+from pgcue.workers.types.pipelines import Stage, pipeline
+
 from tests.jobtypes import trace
-from workers.context import JobContext
-from workers.pipelines import Stage, pipeline
-from workers.registry import job_type
 
 
 @job_type("p-work", concurrency=4, lease_seconds=2, retry_base_seconds=0.1)

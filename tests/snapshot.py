@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 
 import psycopg
+from pgcue.core import migrate
 from psycopg import sql
 
-from service import migrate
 from tests.conftest import BASE_DSN, dsn_for
 from tests.test_migrations import SNAPSHOT, dump_schema
 

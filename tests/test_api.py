@@ -10,8 +10,8 @@ from typing import Any
 
 import asyncpg
 import pytest
+from pgcue.core.config import Settings
 
-from service.config import Settings
 from tests.apiserver import Api, SseReader, serve
 from tests.conftest import ROOT, dsn_for
 
@@ -212,9 +212,9 @@ async def test_documented_errors_are_problems_and_write_nothing(api: Api, pool: 
 
 
 async def test_database_down_is_503(settings: Settings, template_db: str) -> None:
+    from pgcue.api.app import ApiOptions
     from psycopg import sql as psql
 
-    from service.api.app import ApiOptions
     from tests.conftest import _admin, _drop
 
     name = f"pgcue_down_{id(settings) % 10**8}"
@@ -238,7 +238,7 @@ async def test_database_down_is_503(settings: Settings, template_db: str) -> Non
 
 async def test_keys_cli(settings: Settings, api: Api) -> None:
     env = {"PGCUE_DATABASE_URL": settings.database_url, "PATH": "/usr/bin:/bin"}
-    cmd = [sys.executable, "-m", "service.cli", "keys", "create", "--user", "dave", "--plan", "paid", "--channel", "d1"]
+    cmd = [sys.executable, "-m", "pgcue.cli", "keys", "create", "--user", "dave", "--plan", "paid", "--channel", "d1"]
     ok = await asyncio.to_thread(subprocess.run, cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert ok.returncode == 0, ok.stderr
     token = ok.stdout.strip()

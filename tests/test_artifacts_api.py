@@ -7,9 +7,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pgcue.core.config import Settings
+from pgcue.core.models import NewJob
 
-from service.config import Settings
-from service.models import NewJob
 from tests.apiserver import Api
 from tests.conftest import make_settings
 

@@ -7,11 +7,10 @@ import asyncio
 
 import asyncpg
 import pytest
-
-from service.batching import EnqueueBatcher
-from service.errors import UniqueConflict, UnknownJobType
-from service.models import NewJob
-from service.queue import Queue
+from pgcue.core.batching import EnqueueBatcher
+from pgcue.core.errors import UniqueConflict, UnknownJobType
+from pgcue.core.models import NewJob
+from pgcue.core.queue import Queue
 
 pytestmark = pytest.mark.timeout(60)
 

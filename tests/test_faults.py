@@ -16,13 +16,14 @@ from typing import Any
 import asyncpg
 import psycopg
 import pytest
+from pgcue.cli import devdb
+from pgcue.core import db, migrate
+from pgcue.core.config import Settings
+from pgcue.core.models import NewJob
+from pgcue.core.queue import Queue, Report
+from pgcue.workers.runtime import registry
 
-from service import db, devdb, migrate
-from service.config import Settings
-from service.models import NewJob
-from service.queue import Queue, Report
 from tests.conftest import Watcher, make_settings, read_trace
-from workers import registry
 
 
 def jobs(type: str, n: int = 1, **payload: Any) -> list[NewJob]:

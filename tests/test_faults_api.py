@@ -24,14 +24,14 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from pgcue.api.app import ApiOptions
+from pgcue.core import db
+from pgcue.core.auth import create_key
+from pgcue.core.config import Settings
+from pgcue.core.models import NewJob
+from pgcue.core.queue import Queue
+from pgcue.core.statements import sql_for
 
-from service import db
-from service.api.app import ApiOptions
-from service.auth import create_key
-from service.config import Settings
-from service.models import NewJob
-from service.queries import sql_for
-from service.queue import Queue
 from tests.apiserver import Api, Sse, SseReader, serve, status_is
 from tests.conftest import ROOT, Watcher, read_trace
 from tests.test_faults import PrivateCluster, private_cluster, restartable  # noqa: F401  (fixtures reused)
@@ -105,11 +105,11 @@ class ApiProcess:
             PGCUE_LOG_FORMAT="json",
         )
         if options is None:
-            argv = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+            argv = [sys.executable, "-m", "pgcue.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         else:
             code = (
-                "import sys; from service.api.app import ApiOptions; from service.api.server import run; "
-                "from service.config import from_env; "
+                "import sys; from pgcue.api.app import ApiOptions; from pgcue.api.server import run; "
+                "from pgcue.core.config import from_env; "
                 f"run(from_env(), '127.0.0.1', {self.port}, ApiOptions(**{options!r}))"
             )
             argv = [sys.executable, "-c", code]

@@ -13,11 +13,11 @@ from typing import Any
 
 import asyncpg
 import pytest
+from pgcue.core import db, migrate
+from pgcue.core.config import Settings
+from pgcue.core.models import NewJob
+from pgcue.core.queue import Completion, Failure, Queue
 
-from service import db, migrate
-from service.config import Settings
-from service.models import NewJob
-from service.queue import Completion, Failure, Queue
 from tests.conftest import Watcher
 
 pytestmark = pytest.mark.skipif(shutil.which("psql") is None, reason="the psql client is not installed")
@@ -170,7 +170,7 @@ async def test_functions_follow_a_custom_schema(database: str) -> None:
         for name in ("studio_q_events", "studio_q_cancel"):
             await listener.add_listener(name, lambda _c, _p, ch, payload: heard.append((ch, payload)))
         q = Queue(pool, "studio_q")
-        from service.models import JobType
+        from pgcue.core.models import JobType
 
         await q.register_types([JobType(name="echo")])
         j = await q.enqueue(job())

@@ -8,13 +8,12 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import asyncpg
+from pgcue.core import db, metrics
+from pgcue.core.config import Settings
+from pgcue.core.models import NewJob
+from pgcue.core.queue import Failure, Queue
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-
-from service import db, metrics
-from service.config import Settings
-from service.models import NewJob
-from service.queue import Failure, Queue
 
 
 def samples(collector: metrics.DatabaseCollector) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

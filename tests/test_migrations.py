@@ -10,8 +10,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
+from pgcue.core import migrate
 
-from service import migrate
 from tests.conftest import run_cli
 
 SNAPSHOT = Path(__file__).parent / "schema_snapshot.sql"

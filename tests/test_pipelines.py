@@ -12,12 +12,12 @@ from typing import Any
 
 import asyncpg
 import pytest
+from pgcue.core.models import NewJob
+from pgcue.core.queue import Queue
+from pgcue.workers.runtime import registry
 
-from service.models import NewJob
-from service.queue import Queue
 from tests.apiserver import Api
 from tests.conftest import Watcher, read_trace
-from workers import registry
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -26,10 +26,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from pgcue.core.config import Settings
+from pgcue.core.models import NewJob
+from pgcue.core.queue import Queue
 
-from service.config import Settings
-from service.models import NewJob
-from service.queue import Queue
 from tests.conftest import ROOT, Watcher
 
 OPS = ROOT / "ops"
@@ -91,7 +91,7 @@ def api(settings: Settings, tmp_path: Path) -> Iterator[str]:
     env = {**os.environ, "PGCUE_DATABASE_URL": settings.database_url, "PGCUE_LOG_FORMAT": "json"}
     log = (tmp_path / "api.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "pgcue.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import psycopg
 import pytest
+from pgcue.core import db
+from pgcue.core.config import Settings
+from pgcue.core.errors import InvalidJob, InvalidTransition, JobNotFound, UnknownJobType
+from pgcue.core.models import NewJob
+from pgcue.core.queue import Completion, Failure, Queue, enqueue_many_sync, retry_delay
 
-from service import db
-from service.config import Settings
-from service.errors import InvalidJob, InvalidTransition, JobNotFound, UnknownJobType
-from service.models import NewJob
-from service.queue import Completion, Failure, Queue, enqueue_many_sync, retry_delay
 from tests.conftest import Watcher
 
 W = "test-worker"
@@ -271,7 +271,7 @@ async def test_prune_deletes_only_old_finished_jobs(queue: Queue, pool: asyncpg.
 
 
 async def test_report_writes_progress_stage_and_output_events(queue: Queue, pool: asyncpg.Pool) -> None:
-    from service.queue import Report
+    from pgcue.core.queue import Report
 
     j = await queue.enqueue(job())
     (c,) = await queue.claim("echo", 1, W, 30)
@@ -309,7 +309,7 @@ async def test_impossible_states_are_rejected_by_the_schema(queue: Queue, pool: 
 
 
 async def test_a_custom_schema_is_fully_separate(database: str) -> None:
-    from service import migrate
+    from pgcue.core import migrate
 
     settings = Settings(database_url=database, schema="studio_q")
     with db.connect_sync(settings) as conn:
@@ -317,7 +317,7 @@ async def test_a_custom_schema_is_fully_separate(database: str) -> None:
     pool = await db.create_pool(settings)
     try:
         q = Queue(pool, "studio_q")
-        await q.register_types([__import__("service.models", fromlist=["JobType"]).JobType(name="echo")])
+        await q.register_types([__import__("pgcue.core.models", fromlist=["JobType"]).JobType(name="echo")])
         j = await q.enqueue(job())
         assert (await q.get(j.id)).state == "queued"
         assert await pool.fetchval("SELECT count(*) FROM studio_q.jobs") == 1

@@ -11,12 +11,12 @@ from typing import Any
 
 import asyncpg
 import pytest
+from pgcue.core import db
+from pgcue.core.config import Settings
+from pgcue.core.errors import UniqueConflict
+from pgcue.core.models import NewJob, Schedule
+from pgcue.core.queue import Queue
 
-from service import db
-from service.config import Settings
-from service.errors import UniqueConflict
-from service.models import NewJob, Schedule
-from service.queue import Queue
 from tests.conftest import Watcher, run_cli
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
+from pgcue.api.streams import _collect, _render
+from pgcue.core.events import WAKE_SLICE, Batch, Cursor, Event, Snapshot, Subscriber, advance
 
-from service.api.streams import _collect, _render
-from service.events import WAKE_SLICE, Batch, Cursor, Event, Snapshot, Subscriber, advance
 from tests.apiserver import Api, SseReader
 from tests.conftest import Watcher
 

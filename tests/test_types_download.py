@@ -9,7 +9,8 @@ import os
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from service.models import NewJob
+from pgcue.core.models import NewJob
+
 from tests.media_checks import job_files
 from tests.typeservers import send, serve
 

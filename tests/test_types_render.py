@@ -7,7 +7,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from service.models import NewJob
+from pgcue.core.models import NewJob
+
 from tests.media_checks import ffprobe, job_files
 
 

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.models import NewJob
+from pgcue.core.models import NewJob
+
 from tests.typeservers import chat_route, serve
 
 TEXT_TYPES = ("idea", "proposals", "fact-check", "humanize", "discover")

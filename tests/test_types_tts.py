@@ -6,7 +6,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from service.models import NewJob
+from pgcue.core.models import NewJob
+
 from tests.media_checks import job_files, pcm_stats
 
 TEXT = (

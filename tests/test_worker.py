@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from pgcue.core.models import NewJob
+from pgcue.core.queue import Queue
 
-from service.models import NewJob
-from service.queue import Queue
 from tests.conftest import Watcher, read_trace
 
 
@@ -180,7 +180,7 @@ async def test_the_supervisor_restarts_a_crashed_worker(database: str, watcher: 
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "pgcue.cli",
             "workers",
             "--import",
             "tests.jobtypes",

@@ -3,7 +3,7 @@ leases, so a test can kill a worker mid-job and see the job rescued within secon
 
 from __future__ import annotations
 
-from workers.registry import get, job_type
+from pgcue.workers.runtime.registry import get, job_type
 
 for _name in ("tts", "render", "resource-download"):
     _spec = get(_name)

@@ -1,1 +1,1 @@
-"""pgcue workers: the runtime that claims and runs jobs, and the job types."""
+"""pgcue's workers: the runtime that claims and runs jobs (runtime/), and the job types (types/)."""

@@ -13,20 +13,19 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Response
-
-from service import db, migrate
-from service.api.artifacts import route_handlers as artifact_routes
-from service.api.auth import KeyCache
-from service.api.jobs import JobsController, TypeCache
-from service.api.metrics import MetricsPlugin
-from service.api.pipelines import PipelinesController
-from service.api.problems import PROBLEM_JSON, exception_handlers
-from service.api.schemas import Health
-from service.api.streams import EventsController
-from service.batching import EnqueueBatcher
-from service.config import Settings, from_env
-from service.events import EventHub
-from service.queue import Queue
+from pgcue.api.auth import KeyCache
+from pgcue.api.files import route_handlers as artifact_routes
+from pgcue.api.jobs import JobsController, TypeCache
+from pgcue.api.metrics import MetricsPlugin
+from pgcue.api.problems import PROBLEM_JSON, exception_handlers
+from pgcue.api.schemas import Health
+from pgcue.api.stages import PipelinesController
+from pgcue.api.streams import EventsController
+from pgcue.core import db, migrate
+from pgcue.core.batching import EnqueueBatcher
+from pgcue.core.config import Settings, from_env
+from pgcue.core.events import EventHub
+from pgcue.core.queue import Queue
 
 MAX_BODY_BYTES = 1024 * 1024  # 413 above this: payloads are inputs, not files
 

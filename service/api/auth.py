@@ -8,9 +8,8 @@ from typing import Any
 from litestar import Request
 from litestar.datastructures import State
 from litestar.types import ASGIApp, Receive, Scope, Send
-
-from service.api.problems import unauthenticated
-from service.auth import Caller, find_caller
+from pgcue.api.problems import unauthenticated
+from pgcue.core.auth import Caller, find_caller
 
 CACHE_SECONDS = 2.0  # a revoked key or a new channel takes effect within this
 CACHE_SIZE = 10_000

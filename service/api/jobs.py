@@ -15,16 +15,15 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
 from litestar.params import Parameter
-
-from service.api.auth import authenticated, caller_of, resolve_caller
-from service.api.problems import ApiProblem, bad_request, forbidden_plan, not_found, responses
-from service.api.schemas import Cleared, JobEnvelope, JobList, JobOut, JobPage, NewJobBody, StatRow, Stats, TypePolicy
-from service.auth import Caller
-from service.batching import EnqueueBatcher
-from service.errors import JobNotFound, UnknownJobType
-from service.models import Job, NewJob
-from service.pipelines import Pipelines
-from service.queue import Queue
+from pgcue.api.auth import authenticated, caller_of, resolve_caller
+from pgcue.api.problems import ApiProblem, bad_request, forbidden_plan, not_found, responses
+from pgcue.api.schemas import Cleared, JobEnvelope, JobList, JobOut, JobPage, NewJobBody, StatRow, Stats, TypePolicy
+from pgcue.core.auth import Caller
+from pgcue.core.batching import EnqueueBatcher
+from pgcue.core.errors import JobNotFound, UnknownJobType
+from pgcue.core.models import Job, NewJob
+from pgcue.core.queue import Queue
+from pgcue.core.queue.stages import Pipelines
 
 MAX_LIMIT = 200
 RECENT = 6  # seed 001: the six most recently completed results

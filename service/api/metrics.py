@@ -16,9 +16,8 @@ from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.plugins import InitPluginProtocol
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from pgcue.core import metrics
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
-
-from service import metrics
 
 UNMATCHED = "<unmatched>"
 # The classic text format every Prometheus reads; Litestar appends the charset itself.

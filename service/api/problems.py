@@ -10,8 +10,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-
-from service.errors import InvalidJob, InvalidTransition, JobNotFound, UniqueConflict, UnknownJobType
+from pgcue.core.errors import InvalidJob, InvalidTransition, JobNotFound, UniqueConflict, UnknownJobType
 
 log = structlog.get_logger("pgcue.api")
 

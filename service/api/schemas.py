@@ -6,8 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-
-from service.models import Base, Job
+from pgcue.core.models import Base, Job
 
 Timestamp = Annotated[str, msgspec.Meta(description="ISO 8601, UTC, milliseconds: 2024-03-15T10:30:05.123Z")]
 

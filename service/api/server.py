@@ -15,10 +15,9 @@ import socket
 
 import uvicorn
 from litestar import Litestar
-
-from service.api.app import ApiOptions, create_app
-from service.config import Settings
-from service.process import settle_garbage_collector
+from pgcue.api.app import ApiOptions, create_app
+from pgcue.core.config import Settings
+from pgcue.core.gc_tuning import settle_garbage_collector
 
 
 class Server(uvicorn.Server):

@@ -23,11 +23,10 @@ import msgspec
 from litestar import Controller, Request, get
 from litestar.params import Parameter
 from litestar.response import Stream
-
-from service import metrics
-from service.api.jobs import authenticate, caller_of, channel_scope, visible_job
-from service.api.problems import bad_request, responses
-from service.events import START, BadCursor, Batch, Cursor, Event, EventHub, Subscriber, advance
+from pgcue.api.jobs import authenticate, caller_of, channel_scope, visible_job
+from pgcue.api.problems import bad_request, responses
+from pgcue.core import metrics
+from pgcue.core.events import START, BadCursor, Batch, Cursor, Event, EventHub, Subscriber, advance
 
 _encode = msgspec.json.Encoder().encode
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

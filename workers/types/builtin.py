@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from workers.context import JobContext
-from workers.registry import job_type
+from pgcue.workers.runtime.context import JobContext
+from pgcue.workers.runtime.registry import job_type
 
 
 @job_type("echo", concurrency=50, lease_seconds=30, timeout_seconds=60, description="returns its payload")

@@ -24,11 +24,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
-
-from service.artifacts import safe_name
-from workers.artifacts import store
-from workers.context import JobContext, PermanentError, Result
-from workers.registry import job_type
+from pgcue.core.artifacts import safe_name
+from pgcue.workers.runtime.artifacts import store
+from pgcue.workers.runtime.context import JobContext, PermanentError, Result
+from pgcue.workers.runtime.registry import job_type
 
 DEFAULT_MAX_BYTES = 500 * 1024 * 1024
 HARD_MAX_BYTES = 4 * 1024 * 1024 * 1024

@@ -20,14 +20,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-
-from service.errors import JobNotFound, UnknownJobType
-from service.models import Job, NewJob
-from service.pipelines import Pipelines, StageRow
-from service.queue import Queue
-from workers.context import JobCancelled, JobContext, LeaseLost, PermanentError, Result, Suspended
-from workers.pipelines import CHECK_PREFIX, Verdict, get_check, get_pipeline, resolve
-from workers.registry import job_type
+from pgcue.core.errors import JobNotFound, UnknownJobType
+from pgcue.core.models import Job, NewJob
+from pgcue.core.queue import Queue
+from pgcue.core.queue.stages import Pipelines, StageRow
+from pgcue.workers.runtime.context import JobCancelled, JobContext, LeaseLost, PermanentError, Result, Suspended
+from pgcue.workers.runtime.registry import job_type
+from pgcue.workers.types.pipelines import CHECK_PREFIX, Verdict, get_check, get_pipeline, resolve
 
 # A parked run looks at its child again after this long even if no completion woke it (a
 # child deleted by hand, say). Completions wake it at once; this is only a safety net.

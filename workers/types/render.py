@@ -20,11 +20,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from service.artifacts import PART
-from workers import media
-from workers.artifacts import store
-from workers.context import JobContext, PermanentError, Result
-from workers.registry import job_type
+from pgcue.core.artifacts import PART
+from pgcue.workers.runtime.artifacts import store
+from pgcue.workers.runtime.context import JobContext, PermanentError, Result
+from pgcue.workers.runtime.registry import job_type
+from pgcue.workers.types import media
 
 MAX_SIDE = 3840
 MAX_SECONDS = 4 * 3600

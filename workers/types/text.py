@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
-
-from service.config import Settings
-from workers.artifacts import settings as worker_settings
-from workers.artifacts import store
-from workers.context import JobContext, PermanentError, Result
-from workers.registry import job_type
+from pgcue.core.config import Settings
+from pgcue.workers.runtime.artifacts import settings as worker_settings
+from pgcue.workers.runtime.artifacts import store
+from pgcue.workers.runtime.context import JobContext, PermanentError, Result
+from pgcue.workers.runtime.registry import job_type
 
 MAX_INPUT = 50_000
 TRANSIENT_STATUS = {408, 409, 429, 500, 502, 503, 504}

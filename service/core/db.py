@@ -7,8 +7,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import psycopg
-
-from service.config import Settings
+from pgcue.core.config import Settings
 
 # What a database that went away (restart, killed connection, network) raises through
 # asyncpg: loops that must ride out an outage catch exactly these and retry. asyncpg's

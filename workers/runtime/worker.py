@@ -22,17 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-
-from service import db, metrics
-from service.config import Settings
-from service.db import DB_ERRORS
-from service.errors import InvalidJob
-from service.queries import channel
-from service.queue import Completion, Failure, Queue, Report, json_text, retry_delay
-from workers import registry
-from workers.context import JobCancelled, JobContext, LeaseLost, PermanentError, Result, Suspended
-from workers.maintenance import Maintenance
-from workers.registry import TypeSpec
+from pgcue.core import db, metrics
+from pgcue.core.config import Settings
+from pgcue.core.db import DB_ERRORS
+from pgcue.core.errors import InvalidJob
+from pgcue.core.queue import Completion, Failure, Queue, Report, json_text, retry_delay
+from pgcue.core.statements import channel
+from pgcue.workers.runtime import registry
+from pgcue.workers.runtime.context import JobCancelled, JobContext, LeaseLost, PermanentError, Result, Suspended
+from pgcue.workers.runtime.maintenance import Maintenance
+from pgcue.workers.runtime.registry import TypeSpec
 
 log = structlog.get_logger("pgcue.worker")
 

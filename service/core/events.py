@@ -38,10 +38,9 @@ from typing import Any
 
 import asyncpg
 import structlog
-
-from service import db, metrics
-from service.config import Settings
-from service.queries import Sql, channel, sql_for
+from pgcue.core import db, metrics
+from pgcue.core.config import Settings
+from pgcue.core.statements import Sql, channel, sql_for
 
 log = structlog.get_logger("pgcue.events")
 

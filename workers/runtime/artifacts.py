@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 
-from service.artifacts import LocalArtifacts
-from service.config import Settings, from_env
+from pgcue.core.artifacts import LocalArtifacts
+from pgcue.core.config import Settings, from_env
 
 
 @functools.cache

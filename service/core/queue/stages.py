@@ -12,9 +12,8 @@ from typing import Any
 
 import asyncpg
 import msgspec
-
-from service.errors import InvalidTransition
-from service.queue import Executor, Queue, json_text
+from pgcue.core.errors import InvalidTransition
+from pgcue.core.queue import Executor, Queue, json_text
 
 _encode = msgspec.json.Encoder().encode
 

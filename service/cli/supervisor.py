@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from service.config import Settings
+from pgcue.core.config import Settings
 
 RESTART_BACKOFF_MAX = 30.0
 
@@ -34,7 +34,7 @@ class Child:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "service.cli", *args]
+    return [sys.executable, "-m", "pgcue.cli", *args]
 
 
 def run_children(children: list[Child], env: dict[str, str] | None = None) -> int:

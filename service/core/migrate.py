@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from pgcue.core.errors import SchemaMismatch
+from pgcue.core.statements import qualify, run_script_sync, sql_for
 
-from service.errors import SchemaMismatch
-from service.queries import qualify, run_script_sync, sql_for
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(str(resources.files("pgcue.migrations")))
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 

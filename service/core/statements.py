@@ -44,7 +44,7 @@ class Sql:
 
     def __init__(self, schema: str = "pgcue") -> None:
         self.schema = schema
-        folder = resources.files("service") / "sql"
+        folder = resources.files("pgcue.core") / "sql"
         files = {
             entry.name.removesuffix(".sql"): qualify(entry.read_text(), schema)
             for entry in folder.iterdir()

@@ -8,8 +8,7 @@ from typing import Any
 
 import msgspec
 import structlog
-
-from service.models import ClaimedJob
+from pgcue.core.models import ClaimedJob
 
 _encode = msgspec.json.Encoder().encode
 OUTPUT_CHUNK = 4000  # characters per job:output event; longer output is split

@@ -12,11 +12,10 @@ import time
 
 import asyncpg
 import structlog
-
-from service import db, metrics
-from service.config import Settings
-from service.db import DB_ERRORS
-from service.queue import Queue
+from pgcue.core import db, metrics
+from pgcue.core.config import Settings
+from pgcue.core.db import DB_ERRORS
+from pgcue.core.queue import Queue
 
 log = structlog.get_logger("pgcue.maintenance")
 

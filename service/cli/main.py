@@ -19,17 +19,16 @@ import asyncpg
 import msgspec
 import psycopg
 import uvloop
+from pgcue.core import db
+from pgcue.core.config import ConfigError, Settings, from_env
+from pgcue.core.errors import PgcueError
+from pgcue.core.gc_tuning import settle_garbage_collector
+from pgcue.core.logs import configure as configure_logging
+from pgcue.core.models import FINISHED_STATES, Job, JobState, NewJob
+from pgcue.core.queue import Queue
+from pgcue.core.statements import channel
 
-from service import db
-from service.config import ConfigError, Settings, from_env
-from service.errors import PgcueError
-from service.logging import configure as configure_logging
-from service.models import FINISHED_STATES, Job, JobState, NewJob
-from service.process import settle_garbage_collector
-from service.queries import channel
-from service.queue import Queue
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path.cwd()  # `make run` runs from the checkout: .data/ lives there
 
 
 class CliError(Exception):
@@ -58,7 +57,7 @@ async def _with_queue(settings: Settings, fn: Callable[[Queue], Coroutine[Any, A
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from service import migrate
+    from pgcue.core import migrate
 
     with db.connect_sync(settings) as conn:
         if args.check:
@@ -76,7 +75,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _sync_types(settings: Settings, imports: list[str] | None) -> None:
     """Write the registry's job types (built-in, studio, and imported) to pgcue.job_types."""
-    from workers import registry
+    from pgcue.workers.runtime import registry
 
     registry.load([*settings.imports, *(imports or [])])
 
@@ -88,14 +87,14 @@ def _sync_types(settings: Settings, imports: list[str] | None) -> None:
 
 
 def _check_schema(settings: Settings) -> None:
-    from service import migrate
+    from pgcue.core import migrate
 
     with db.connect_sync(settings) as conn:
         migrate.check(conn, settings.schema)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from service.api.server import run
+    from pgcue.api.server import run
 
     _check_schema(settings)
     run(settings, args.host or settings.host, args.port or settings.port)
@@ -103,8 +102,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from workers import registry
-    from workers.runtime import Worker, apply_memory_limit, install_signal_handlers
+    from pgcue.workers.runtime import registry
+    from pgcue.workers.runtime.worker import Worker, apply_memory_limit, install_signal_handlers
 
     registry.load([*settings.imports, *args.imports])
     try:
@@ -125,7 +124,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         apply_memory_limit(memory)
     worker = Worker(settings, specs, concurrency=args.concurrency, maintenance=not args.no_maintenance)
     if args.metrics_port:
-        from service.metrics import serve_worker
+        from pgcue.core.metrics import serve_worker
 
         serve_worker(worker, args.metrics_port, args.metrics_host)
 
@@ -139,8 +138,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
-    from workers import registry
-    from workers.supervisor import supervise
+    from pgcue.cli.supervisor import supervise
+    from pgcue.workers.runtime import registry
 
     registry.load([*settings.imports, *args.imports])
     names = args.types or [s.name for s in registry.runnable()]
@@ -149,9 +148,10 @@ def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from service import devdb, migrate
-    from workers import registry
-    from workers.supervisor import run_dev_stack
+    from pgcue.cli import devdb
+    from pgcue.cli.supervisor import run_dev_stack
+    from pgcue.core import migrate
+    from pgcue.workers.runtime import registry
 
     url, how = devdb.resolve(ROOT)
     print(f"pgcue dev: database is {how}", flush=True)
@@ -174,7 +174,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     """`pgcue keys create`: a user (with its plan), its channels, and a new API key."""
-    from service.auth import create_key
+    from pgcue.core.auth import create_key
 
     token = asyncio.run(
         _with_queue(
@@ -190,7 +190,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
 
 def _dev_key(settings: Settings) -> str:
     """The development key `make run` prints: saved in .data/dev-key, reused while valid."""
-    from service.auth import ensure_dev_key
+    from pgcue.core.auth import ensure_dev_key
 
     path = ROOT / ".data" / "dev-key"
     saved = path.read_text().strip() if path.exists() else None

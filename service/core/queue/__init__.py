@@ -18,12 +18,11 @@ from typing import Any, TypeAlias
 import asyncpg
 import msgspec
 import psycopg
-
-from service import metrics
-from service.cron import Cron
-from service.errors import InvalidJob, InvalidTransition, JobNotFound, UniqueConflict, UnknownJobType
-from service.models import ClaimedJob, Job, JobType, NewJob, Schedule, uuid7_many
-from service.queries import Sql, sql_for
+from pgcue.core import metrics
+from pgcue.core.cron import Cron
+from pgcue.core.errors import InvalidJob, InvalidTransition, JobNotFound, UniqueConflict, UnknownJobType
+from pgcue.core.models import ClaimedJob, Job, JobType, NewJob, Schedule, uuid7_many
+from pgcue.core.statements import Sql, sql_for
 
 _encode = msgspec.json.Encoder().encode
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 
-from service.errors import PgcueError
-from service.models import Job, NewJob
-from service.queue import Queue
+from pgcue.core.errors import PgcueError
+from pgcue.core.models import Job, NewJob
+from pgcue.core.queue import Queue
 
 Pending = tuple[NewJob, "asyncio.Future[Job]"]
 

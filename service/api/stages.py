@@ -8,13 +8,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import Provide
-
-from service.api.auth import authenticated
-from service.api.jobs import _queue, caller_of, visible_job
-from service.api.problems import bad_request, responses
-from service.api.schemas import Base, JobOut, Timestamp, iso_ms
-from service.pipelines import Pipelines, StageRow
-from service.queue import Queue
+from pgcue.api.auth import authenticated
+from pgcue.api.jobs import _queue, caller_of, visible_job
+from pgcue.api.problems import bad_request, responses
+from pgcue.api.schemas import Base, JobOut, Timestamp, iso_ms
+from pgcue.core.queue import Queue
+from pgcue.core.queue.stages import Pipelines, StageRow
 
 
 class StageOut(Base):

@@ -14,9 +14,8 @@ import secrets
 from dataclasses import dataclass
 
 import asyncpg
-
-from service.errors import PgcueError
-from service.queries import Sql
+from pgcue.core.errors import PgcueError
+from pgcue.core.statements import Sql
 
 TOKEN_PREFIX = "pgcue_"
 PLANS = ("free", "paid")

@@ -14,11 +14,10 @@ from litestar import Request, get
 from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Response, Stream
-
-from service.api.auth import authenticated
-from service.api.jobs import caller_of, visible_job
-from service.api.problems import ApiProblem, not_found, responses
-from service.artifacts import LocalArtifacts, content_type, safe_name
+from pgcue.api.auth import authenticated
+from pgcue.api.jobs import caller_of, visible_job
+from pgcue.api.problems import ApiProblem, not_found, responses
+from pgcue.core.artifacts import LocalArtifacts, content_type, safe_name
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")

@@ -13,21 +13,21 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from service.cron import Cron
-from service.models import JobType, Schedule
+from pgcue.core.cron import Cron
+from pgcue.core.models import JobType, Schedule
 
 if TYPE_CHECKING:
-    from workers.context import JobContext
+    from pgcue.workers.runtime.context import JobContext
 
 Handler = Callable[["JobContext"], Awaitable[Any]]
 
 BUILTIN_MODULES = (
-    "workers.types.builtin",
-    "workers.types.tts",
-    "workers.types.render",
-    "workers.types.download",
-    "workers.types.text",
-    "workers.types.orchestrate",
+    "pgcue.workers.types.builtin",
+    "pgcue.workers.types.tts",
+    "pgcue.workers.types.render",
+    "pgcue.workers.types.download",
+    "pgcue.workers.types.text",
+    "pgcue.workers.types.orchestrate",
 )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from workers.context import JobContext
+from pgcue.workers.runtime.context import JobContext
 
 STDERR_LINES = 20  # kept for the error message when a tool fails
 

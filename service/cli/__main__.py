@@ -1,0 +1,5 @@
+import sys
+
+from pgcue.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The worker runtime: claims jobs, runs their handlers, records their outcomes."""
