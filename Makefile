@@ -34,5 +34,5 @@ db: setup  ## apply migrations to the configured database
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
 
-schema-snapshot: setup  ## regenerate tests/schema_snapshot.sql from a replay of migrations/ (review the diff)
-	$(BIN)/python -m tests.snapshot
+schema-snapshot: setup  ## regenerate migrations/schema.sql from a replay of migrations/ (review the diff)
+	$(BIN)/python -m tests.helpers.snapshot

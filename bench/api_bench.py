@@ -29,14 +29,12 @@ from typing import IO, Any
 
 import httpx
 import msgspec
+
+from bench.pgcue_bench import ROOT, Workers, _pct, scratch_database
 from pgcue.core import db
-from pgcue.core.auth import create_key
 from pgcue.core.config import Settings
 from pgcue.core.models import NewJob
 from pgcue.core.queue import Queue
-from pgcue.core.statements import sql_for
-
-from bench.pgcue_bench import ROOT, Workers, _pct, scratch_database
 
 HERE = Path(__file__).resolve().parent
 USER = "bench-user"
@@ -132,7 +130,7 @@ async def _key(settings: Settings) -> str:
     """A key for a paid user who owns CHANNEL."""
     pool = await db.create_pool(settings, min_size=1, max_size=1)
     try:
-        return await create_key(pool, sql_for(settings.schema), USER, plan="paid", channels=[CHANNEL], label="bench")
+        return await Queue(pool, settings.schema).keys.create(USER, plan="paid", channels=[CHANNEL], label="bench")
     finally:
         await pool.close()
 

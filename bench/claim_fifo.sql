@@ -28,6 +28,7 @@ WITH next AS (
     UPDATE pgcue.jobs j
     SET state = 'running',
         attempts = j.attempts + 1,
+        fence = j.fence + 1,
         locked_by = $3,
         lease_expires_at = now() + make_interval(secs => $4),
         started_at = now(),
@@ -35,7 +36,7 @@ WITH next AS (
     FROM next
     WHERE j.id = next.id
     RETURNING j.id, j.type, j.channel_id, j.owner_id, j.priority, j.payload, j.attempts,
-              j.max_attempts, j.cancel_requested, j.stage, j.created_at, j.run_at, j.started_at
+              j.max_attempts, j.fence, j.cancel_requested, j.stage, j.created_at, j.run_at, j.started_at
 ), events AS (
     INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
     SELECT id, channel_id, owner_id, 'job:status',

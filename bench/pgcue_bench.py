@@ -22,12 +22,13 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import psycopg
+from psycopg import sql as psql
+
 from pgcue.core import db, migrate
 from pgcue.core.config import Settings
-from pgcue.core.models import NewJob
-from pgcue.core.queue import Completion, Queue
+from pgcue.core.models import Completion, NewJob
+from pgcue.core.queue import Queue
 from pgcue.workers.runtime import registry
-from psycopg import sql as psql
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -249,10 +250,10 @@ async def fairness(base_dsn: str, jobs: int = 20_000, channels: int = 16, batch:
                     if mode == "fair":
                         claimed = await queue.claim("bench-noop", batch, "bench", 60, cursor=cursor)
                         cursor = claimed.next_cursor
-                        got = [(c.id, c.attempts) for c in claimed]
+                        got = [(c.id, c.fence) for c in claimed]
                     else:
                         rows = await conn.fetch(fifo_sql, "bench-noop", batch, "bench", 60.0)
-                        got = [(r["id"], r["attempts"]) for r in rows]
+                        got = [(r["id"], r["fence"]) for r in rows]
                     if not got:
                         raise RuntimeError(f"{mode}: claimed nothing with {jobs - done} jobs left")
                     await queue.complete([Completion(i, a) for i, a in got])

@@ -12,10 +12,9 @@ import asyncio
 import time
 from typing import Any
 
+from bench.pgcue_bench import Workers, _noop_jobs, _wait_all_finished, scratch_database
 from pgcue.core import db
 from pgcue.core.queue import Queue
-
-from bench.pgcue_bench import Workers, _noop_jobs, _wait_all_finished, scratch_database
 
 TABLES = ("jobs", "job_events")
 

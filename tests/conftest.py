@@ -20,18 +20,34 @@ from urllib.parse import urlsplit
 import asyncpg
 import psycopg
 import pytest
+from psycopg import sql as psql
+
 from pgcue.core import db, migrate
 from pgcue.core.config import Settings
 from pgcue.core.queue import Queue
-from pgcue.core.statements import channel
 from pgcue.workers.runtime import registry
-from psycopg import sql as psql
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.apiserver"]  # the `api` fixture: the real app served on loopback
+pytest_plugins = ["tests.helpers.apiserver"]  # the `api` fixture: the real app served on loopback
 
 BASE_DSN = os.environ.get("PGCUE_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 FINISHED = {"completed", "failed", "cancelled"}
+# A payload each studio type's schema accepts (for tests about anything but the payload).
+VALID_PAYLOADS: dict[str, dict[str, Any]] = {
+    "tts": {"text": "Hello there."},
+    "render": {"scenes": [{"color": "#1d3557", "duration": 1}]},
+    "resource-download": {"urls": ["https://example.com/a.png"]},
+    "orchestrate": {"pipeline": "episode", "inputs": {"topic": "tides"}},
+    "idea": {"topic": "tides"},
+    "proposals": {"brief": "a series on tides"},
+    "fact-check": {"text": "The moon moves the tides."},
+    "humanize": {"text": "In order to commence, we utilize the tides."},
+    "discover": {"query": "tides"},
+}
+
+
+def valid_payload(job_type: str) -> dict[str, Any]:
+    return dict(VALID_PAYLOADS.get(job_type, {}))
 
 
 def dsn_for(dbname: str) -> str:
@@ -71,7 +87,7 @@ def template_db() -> Iterator[str]:
         settings = make_settings(dsn_for(name))
         with db.connect_sync(settings) as conn:
             migrate.migrate(conn, settings.schema)
-        registry.load(["tests.jobtypes"])
+        registry.load(["tests.helpers.jobtypes"])
 
         async def register() -> None:
             pool = await db.create_pool(settings, min_size=1, max_size=1)
@@ -165,7 +181,7 @@ class Watcher:
 
     async def start(self) -> Watcher:
         for name in ("events", "wake", "cancel"):
-            await self.conn.add_listener(channel(self.schema, name), self._on)
+            await self.conn.add_listener(f"{self.schema}_{name}", self._on)
         return self
 
     async def until(self, query: str, *args: Any, timeout: float = 20.0) -> Any:
@@ -217,7 +233,7 @@ class WorkerProcess:
         extra: Sequence[str] = (),
         env: dict[str, str] | None = None,
     ) -> None:
-        argv = [sys.executable, "-m", "pgcue.cli", "worker", "--import", "tests.jobtypes", *extra]
+        argv = [sys.executable, "-m", "pgcue.cli", "worker", "--import", "tests.helpers.jobtypes", *extra]
         for t in types:
             argv += ["--type", t]
         environ = dict(os.environ)

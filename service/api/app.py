@@ -1,11 +1,16 @@
-"""Litestar application factory: the jobs API, its live events, health and OpenAPI."""
+"""Litestar application factory: the jobs API, its live events, health, metrics and OpenAPI.
+
+Every route is private (pgcue.api.auth) unless its path is in auth.PUBLIC.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from litestar import Litestar, get
 from litestar.datastructures import State
@@ -13,29 +18,20 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Response
-from pgcue.api.auth import KeyCache
-from pgcue.api.files import route_handlers as artifact_routes
-from pgcue.api.jobs import JobsController, TypeCache
+
+from pgcue.api.auth import KeyCache, authentication
+from pgcue.api.files import route_handlers as file_routes
+from pgcue.api.hub import EventHub
+from pgcue.api.jobs import JobsController
 from pgcue.api.metrics import MetricsPlugin
 from pgcue.api.problems import PROBLEM_JSON, exception_handlers
-from pgcue.api.schemas import Health
-from pgcue.api.stages import PipelinesController
+from pgcue.api.stages import StagesController
 from pgcue.api.streams import EventsController
 from pgcue.core import db, migrate
 from pgcue.core.batching import EnqueueBatcher
 from pgcue.core.config import Settings, from_env
-from pgcue.core.events import EventHub
 from pgcue.core.queue import Queue
-
-MAX_BODY_BYTES = 1024 * 1024  # 413 above this: payloads are inputs, not files
-
-
-@dataclass(frozen=True)
-class ApiOptions:
-    keepalive: float = 15.0  # seconds between SSE keep-alive comments
-    sse_backlog: int = 1000  # events a subscriber may have pending before it is cut off
-    max_body_bytes: int = MAX_BODY_BYTES
-    pool_size: int = 10
+from pgcue.core.wire import Health
 
 
 @get("/healthz", sync_to_thread=False, tags=["health"], summary="The process is alive")
@@ -54,30 +50,42 @@ def healthz() -> Health:
 async def readyz(state: State) -> Response[Health]:
     queue: Queue = state.queue
     try:
-        row = await queue.sql.fetchrow(queue.pool, "schema_version")
+        have = await queue.schema_version()
     except Exception as exc:  # any failure means not ready
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return Response(Health(status="unavailable", detail=first), status_code=503)
-    have, want = int(row["version"]) if row else 0, migrate.latest_version()
+        return Response(Health(status="unavailable", detail=db.describe(exc)), status_code=503)
+    want = migrate.latest_version()
     if have != want:
         detail = f"schema is at migration {have}, this code expects {want} (run `pgcue migrate`)"
         return Response(Health(status="unavailable", detail=detail), status_code=503)
     return Response(Health(status="ready"))
 
 
-def create_app(settings: Settings | None = None, options: ApiOptions | None = None) -> Litestar:
+class _IncompleteResponses(logging.Filter):
+    """uvicorn logs an error when an app returns before finishing a response; an SSE stream
+    ended because its client stopped reading does exactly that, on purpose
+    (pgcue.api.streams), and counts it in pgcue_sse_stalled_clients_total instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "ASGI callable returned without completing response" not in record.getMessage()
+
+
+def _exit_on_fatal(name: str, exc: BaseException) -> None:
+    """A component of the API keeps failing: stop the process (SIGTERM: streams end with
+    their resumable shutdown event), so that its supervisor starts a fresh one."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or from_env()
-    options = options or ApiOptions()
+    logging.getLogger("uvicorn.error").addFilter(_IncompleteResponses())
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await db.create_pool(settings, min_size=1, max_size=options.pool_size, application_name="pgcue-api")
+        pool = await db.create_pool(settings, min_size=1, max_size=settings.api_pool_size, application_name="pgcue-api")
         queue = Queue(pool, settings.schema)
-        hub = EventHub(settings, pool)
+        hub = EventHub(settings, queue, on_fatal=_exit_on_fatal)
         app.state.queue = queue
         app.state.settings = settings
-        app.state.options = options
-        app.state.types = TypeCache(queue)
         app.state.enqueuer = EnqueueBatcher(queue)
         app.state.key_cache = KeyCache()
         app.state.hub = hub
@@ -92,11 +100,12 @@ def create_app(settings: Settings | None = None, options: ApiOptions | None = No
                 pool.terminate()
 
     return Litestar(
-        route_handlers=[healthz, readyz, JobsController, PipelinesController, EventsController, *artifact_routes],
+        route_handlers=[healthz, readyz, JobsController, StagesController, EventsController, *file_routes],
         lifespan=[lifespan],
+        middleware=[authentication],
         exception_handlers=exception_handlers,
-        plugins=[MetricsPlugin()],  # GET /metrics and per-route request metrics (issue 4)
-        request_max_body_size=options.max_body_bytes,
+        plugins=[MetricsPlugin()],  # GET /metrics and per-route request metrics
+        request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="pgcue",
             version="0.1.0",

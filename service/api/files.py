@@ -1,10 +1,14 @@
 """GET /api/jobs/{id}/artifact: a job's file, to whoever may see the job, with range requests
-(a browser seeks in audio and video with them)."""
+(a browser seeks in audio and video with them).
+
+A file is whatever its job wrote, which a tenant's payload can steer (a download of an
+HTML page, an SVG). So no artifact is ever a page of this origin: every answer carries
+`X-Content-Type-Options: nosniff` and a sandboxing Content-Security-Policy, and types a
+browser would run (HTML, SVG, XML, JavaScript ...) are sent as attachments."""
 
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,12 +18,26 @@ from litestar import Request, get
 from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Response, Stream
-from pgcue.api.auth import authenticated
-from pgcue.api.jobs import caller_of, visible_job
+
+from pgcue.api.access import caller_of, job_id_of, visible_job
+from pgcue.api.jobs import JobIdPath
 from pgcue.api.problems import ApiProblem, not_found, responses
 from pgcue.core.artifacts import LocalArtifacts, content_type, safe_name
 
 CHUNK = 256 * 1024
+# What a browser shown the file inline could run as a page of this origin.
+ACTIVE_TYPES = (
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+    "text/xml",
+    "application/xml",
+    "text/javascript",
+    "application/javascript",
+    "application/ecmascript",
+    "text/xsl",
+    "application/pdf",
+)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -58,9 +76,13 @@ async def _read(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
             yield chunk
 
 
+def is_active(media_type: str) -> bool:
+    base = media_type.split(";", 1)[0].strip().lower()
+    return base in ACTIVE_TYPES or base.endswith(("+xml", "/html"))
+
+
 @get(
-    "/api/jobs/{job_id:uuid}/artifact",
-    middleware=[authenticated],
+    "/api/jobs/{job_id:str}/artifact",
     security=[{"bearer": []}],
     tags=["jobs"],
     summary="The job's artifact (resultPath), or another file of the job's with ?name=; supports Range",
@@ -69,10 +91,10 @@ async def _read(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
 async def job_artifact(
     request: Request[Any, Any, Any],
     state: State,
-    job_id: uuid.UUID,
+    job_id: JobIdPath,
     name: Annotated[str | None, Parameter(query="name", min_length=1, max_length=200)] = None,
 ) -> Response[Any]:
-    job = await visible_job(state.queue, caller_of(request), job_id)
+    job = await visible_job(state.queue, caller_of(request), job_id_of(job_id))
     if name is not None:
         key = f"{job.id}/{safe_name(name)}"
     elif job.result_path:
@@ -86,10 +108,14 @@ async def job_artifact(
     if path is None:
         raise not_found(f"artifact {key} is not in the store (removed, or the job is not finished)")
     size = path.stat().st_size
+    media_type = content_type(path.name)
+    disposition = "attachment" if is_active(media_type) else "inline"
     headers = {
         "accept-ranges": "bytes",
-        "content-disposition": f'inline; filename="{path.name}"',
+        "content-disposition": f'{disposition}; filename="{path.name}"',
         "cache-control": "private, max-age=3600",
+        "x-content-type-options": "nosniff",
+        "content-security-policy": "default-src 'none'; media-src 'self'; img-src 'self'; sandbox",
     }
     try:
         wanted = _range(request.headers.get("range"), size)
@@ -104,7 +130,7 @@ async def job_artifact(
     if wanted is not None:
         status = 206
         headers["content-range"] = f"bytes {start}-{end}/{size}"
-    return Stream(_read(path, start, length), status_code=status, media_type=content_type(path.name), headers=headers)
+    return Stream(_read(path, start, length), status_code=status, media_type=media_type, headers=headers)
 
 
 route_handlers = [job_artifact]

@@ -1,16 +1,23 @@
-"""RFC 9457 problem details: every error the API answers, mapped in one place."""
+"""RFC 9457 problem details: every error the API answers, mapped in one place.
+
+A 500 is a bug by definition: everything a caller can send is answered with a 4xx that
+says what to fix and, where there is one, names the field (`field`: payload.text, runAt,
+cursor). A database that cannot serve us is a 503 with Retry-After.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from pgcue.core.errors import InvalidJob, InvalidTransition, JobNotFound, UniqueConflict, UnknownJobType
+
+from pgcue.core import db
+from pgcue.core.errors import InvalidJob, InvalidTransition, JobNotFound, PgcueError, UniqueConflict, UnknownJobType
+from pgcue.core.wire import Problem
 
 log = structlog.get_logger("pgcue.api")
 
@@ -18,26 +25,16 @@ PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://pgcue.dev/problems/"
 
 
-class Problem(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
-    """An RFC 9457 problem: `detail` says what to fix."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    required_plan: str | None = None
-    errors: list[dict[str, Any]] | None = None
-
-
 class ApiProblem(Exception):
     """Raised by routes: an answer other than success."""
 
-    def __init__(self, status: int, kind: str, title: str, detail: str, **extra: Any) -> None:
+    def __init__(self, status: int, kind: str, title: str, detail: str, *, field: str | None = None, **extra: Any):
         super().__init__(detail)
         self.status = status
         self.kind = kind
         self.title = title
         self.detail = detail
+        self.field = field
         self.extra = extra
         self.headers: dict[str, str] = {}
 
@@ -52,6 +49,12 @@ def not_found(detail: str) -> ApiProblem:
     return ApiProblem(404, "not-found", "Not found", detail)
 
 
+def too_many(detail: str, retry_after: int = 5) -> ApiProblem:
+    p = ApiProblem(429, "too-many-requests", "Too many requests", detail)
+    p.headers["Retry-After"] = str(retry_after)
+    return p
+
+
 def forbidden_plan(job_type: str, plan: str, needed: str) -> ApiProblem:
     return ApiProblem(
         403,
@@ -59,6 +62,7 @@ def forbidden_plan(job_type: str, plan: str, needed: str) -> ApiProblem:
         "Plan does not include this job type",
         f"job type {job_type!r} needs the {needed} plan; this key's user is on the {plan} plan "
         f"(upgrade to {needed}, or use a type your plan includes)",
+        field="type",
         requiredPlan=needed,
     )
 
@@ -73,6 +77,7 @@ def _response(p: ApiProblem) -> Response[Any]:
         title=p.title,
         status=p.status,
         detail=p.detail,
+        field=p.field,
         required_plan=p.extra.get("requiredPlan"),
         errors=p.extra.get("errors"),
     )
@@ -83,6 +88,11 @@ def _on_problem(_: Request[Any, Any, Any], exc: ApiProblem) -> Response[Any]:
     return _response(exc)
 
 
+def _field_of(key: str) -> str:
+    """Litestar's error key for a body field (`runAt`, `payload.text`) as the API names it."""
+    return key.removeprefix("$.")
+
+
 def _on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     extra = exc.extra if isinstance(exc.extra, list) else None
     errors = [{k: str(v) for k, v in e.items()} for e in extra if isinstance(e, dict)] if extra else None
@@ -90,6 +100,9 @@ def _on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Respo
     text = " ".join(
         f"{e['key']}: {e.get('message', '')}" if e.get("key") else str(e.get("message", "")) for e in errors or []
     ) or str(exc.detail)
+    field = next((_field_of(e["key"]) for e in errors or [] if e.get("key")), None)
+    if field is None and "at `$." in text:
+        field = text.rsplit("at `$.", 1)[1].split("`", 1)[0]
     lowered = text.lower()
     if "json is malformed" in lowered or "malformed" in lowered or ("decode" in lowered and "json" in lowered):
         kind, title = "bad-json", "Body is not valid JSON"
@@ -100,8 +113,7 @@ def _on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Respo
     else:
         kind, title = "invalid-request", "Invalid request"
         detail = f"{text} (see /schema for the expected fields, types and ranges)"
-    p = bad_request(kind, title, detail, errors=errors)
-    return _response(p)
+    return _response(bad_request(kind, title, detail, field=field, errors=errors))
 
 
 _HTTP_KINDS = {
@@ -133,39 +145,60 @@ def _on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return _response(p)
 
 
-def _on_domain(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def _on_domain(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    field = getattr(exc, "field", None)
     if isinstance(exc, JobNotFound):
         return _response(not_found(f"job {exc.job_id} not found"))
     if isinstance(exc, InvalidTransition):
         return _response(ApiProblem(409, "invalid-transition", "Invalid state transition", str(exc)))
     if isinstance(exc, UniqueConflict):
-        return _response(ApiProblem(409, "unique-conflict", "A unique job is already queued or running", str(exc)))
+        return _response(
+            ApiProblem(409, "unique-conflict", "A unique job is already queued or running", str(exc), field=field)
+        )
     if isinstance(exc, UnknownJobType):
-        return _response(ApiProblem(422, "unknown-job-type", "Unknown job type", str(exc)))
+        return _response(ApiProblem(422, "unknown-job-type", "Unknown job type", str(exc), field=field))
     if isinstance(exc, InvalidJob):
-        return _response(ApiProblem(422, "invalid-job", "Invalid job", f"{exc} (fix the field and send again)"))
-    return _on_unexpected(_, exc)
+        return _response(
+            ApiProblem(422, "invalid-job", "Invalid job", f"{exc} (fix the field and send again)", field=field)
+        )
+    if isinstance(exc, PgcueError):
+        return _response(ApiProblem(422, "invalid-request", "Invalid request", str(exc), field=field))
+    return _on_unexpected(request, exc)
 
 
-def _on_database_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.warning("database unavailable", error=str(exc))
+def _database_down(exc: BaseException) -> Response[Any]:
+    log.warning("database unavailable", error=db.describe(exc))
     p = ApiProblem(503, "database-unavailable", "Database unavailable", "the database cannot be reached; retry shortly")
     p.headers["Retry-After"] = "1"
     return _response(p)
 
 
-def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    # InternalClientError: the server ended the connection (pg_terminate_backend, a restart)
-    # while asyncpg was between operations; its protocol state is broken, the statement
-    # never ran, and a retry on a fresh connection works (tests/test_faults_api.py).
-    lost = OSError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError | asyncpg.InternalClientError
-    if isinstance(exc, lost):
-        return _on_database_down(_, exc)
-    if isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", "").startswith(
-        ("08", "57P", "53", "3D", "28")
-    ):
-        return _on_database_down(_, exc)
-    log.exception("unhandled error", error=str(exc))
+def _decoding_body(exc: BaseException) -> bool:
+    """Whether `exc` was raised while Litestar decoded the request body (msgspec raises a
+    UnicodeDecodeError for invalid UTF-8 inside a string and a RecursionError for JSON
+    nested too deep, neither of which Litestar's decoder turns into a 400)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name in ("decode_json", "decode_msgpack"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if db.unavailable(exc) or db.fatal(exc):
+        return _database_down(exc)
+    if isinstance(exc, UnicodeDecodeError | RecursionError) and _decoding_body(exc):
+        why = "is not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else "is nested too deeply"
+        return _response(
+            bad_request("bad-json", "Body is not valid JSON", f"the request body {why}; send one JSON object")
+        )
+    if db.bad_value(exc):
+        # A value the checks let through and PostgreSQL refused: still the caller's input.
+        return _response(
+            ApiProblem(422, "invalid-value", "Invalid value", f"a value cannot be stored: {db.describe(exc)}")
+        )
+    log.exception("unhandled error", error=str(exc), path=request.scope.get("path"))
     return _response(ApiProblem(500, "internal", "Internal error", "an unexpected error occurred; it has been logged"))
 
 
@@ -173,11 +206,7 @@ exception_handlers: dict[Any, Any] = {
     ApiProblem: _on_problem,
     ValidationException: _on_validation,
     HTTPException: _on_http,
-    JobNotFound: _on_domain,
-    InvalidTransition: _on_domain,
-    UnknownJobType: _on_domain,
-    InvalidJob: _on_domain,
-    UniqueConflict: _on_domain,
+    PgcueError: _on_domain,
     Exception: _on_unexpected,
 }
 
@@ -198,9 +227,13 @@ def responses(*codes: int, **overrides: str) -> dict[int, ResponseSpec]:
         409: "The job's state does not allow this action",
         413: "Request body too large",
         422: "Unknown job type, or a field out of range",
+        429: "Too many streams open with this key (Retry-After says when to try again)",
         503: "The database cannot be reached",
     }
     out = {}
     for code in (*codes, 401, 503):
         out[code] = spec(code, overrides.get(f"d{code}", text[code]))
     return out
+
+
+__all__ = ["PROBLEM_JSON", "ApiProblem", "Problem", "exception_handlers", "msgspec"]

@@ -4,7 +4,7 @@ uvicorn, told to stop (SIGTERM, SIGINT), closes its listening socket, then waits
 connections to finish before it runs the application's shutdown. An SSE stream never
 finishes by itself, so without help every stop would wait out the whole grace period and
 then cut the streams mid-air. `Server.shutdown` first ends every stream with its final
-`event: shutdown` (service/api/streams.py); the connections then close within moments,
+`event: shutdown` (pgcue.api.streams); the connections then close within moments,
 and only a client that stopped reading is cut when the grace period
 (PGCUE_SHUTDOWN_GRACE) runs out.
 """
@@ -15,7 +15,8 @@ import socket
 
 import uvicorn
 from litestar import Litestar
-from pgcue.api.app import ApiOptions, create_app
+
+from pgcue.api.app import create_app
 from pgcue.core.config import Settings
 from pgcue.core.gc_tuning import settle_garbage_collector
 
@@ -29,7 +30,7 @@ class Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        settle_garbage_collector()  # once the app is up: see service/process.py
+        settle_garbage_collector()  # once the app is up: see pgcue.core.gc_tuning
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         hub = self.litestar.state.get("hub")
@@ -38,8 +39,8 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def make_server(settings: Settings, host: str, port: int, options: ApiOptions | None = None) -> Server:
-    app = create_app(settings, options)
+def make_server(settings: Settings, host: str, port: int) -> Server:
+    app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=host,
@@ -54,6 +55,6 @@ def make_server(settings: Settings, host: str, port: int, options: ApiOptions | 
     return Server(config, app)
 
 
-def run(settings: Settings, host: str, port: int, options: ApiOptions | None = None) -> None:
+def run(settings: Settings, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT, then stop within the grace period."""
-    make_server(settings, host, port, options).run()
+    make_server(settings, host, port).run()

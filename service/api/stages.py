@@ -1,90 +1,36 @@
-"""Pipeline routes: a run's stages, and a person's decision on a paused run (issue 5)."""
+"""Pipeline routes: a run's stages, and a person's decision on a paused run."""
 
 from __future__ import annotations
 
-import uuid
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import msgspec
 from litestar import Controller, Request, get, post
-from litestar.di import Provide
-from pgcue.api.auth import authenticated
-from pgcue.api.jobs import _queue, caller_of, visible_job
+from litestar.datastructures import State
+
+from pgcue.api.access import caller_of, clean_param, job_id_of, visible_job
+from pgcue.api.jobs import JobIdPath
 from pgcue.api.problems import bad_request, responses
-from pgcue.api.schemas import Base, JobOut, Timestamp, iso_ms
 from pgcue.core.queue import Queue
-from pgcue.core.queue.stages import Pipelines, StageRow
+from pgcue.core.states import JobState
+from pgcue.core.wire import ResumeBody, StagesOut
 
 
-class StageOut(Base):
-    position: int
-    name: str
-    state: str
-    iteration: int
-    type: str
-    reviewer: str | None
-    max_iterations: int
-    approval: bool
-    feedback: list[dict[str, Any]]
-    child_id: str | None
-    review_child_id: str | None
-    result: Any
-    result_path: str | None
-    started_at: Timestamp | None
-    finished_at: Timestamp | None
-
-    @classmethod
-    def of(cls, s: StageRow) -> StageOut:
-        return cls(
-            position=s.position,
-            name=s.name,
-            state=s.state,
-            iteration=s.iteration,
-            type=str(s.spec.get("type")),
-            reviewer=s.spec.get("reviewer"),
-            max_iterations=int(s.spec.get("maxIterations", 1)),
-            approval=bool(s.spec.get("approval")),
-            feedback=s.feedback,
-            child_id=None if s.child_id is None else str(s.child_id),
-            review_child_id=None if s.review_child_id is None else str(s.review_child_id),
-            result=s.result,
-            result_path=s.result_path,
-            started_at=iso_ms(s.started_at),
-            finished_at=iso_ms(s.finished_at),
-        )
-
-
-class StagesOut(Base):
-    job: JobOut
-    waiting_for: str | None
-    stages: list[StageOut]
-
-
-class ResumeBody(Base, forbid_unknown_fields=True):
-    """A person's decision on the stage a paused pipeline run waits on."""
-
-    decision: Literal["approve", "reject"]
-    feedback: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
-
-
-class PipelinesController(Controller):
-    path = "/api/jobs/{job_id:uuid}"
+class StagesController(Controller):
+    path = "/api/jobs/{job_id:str}"
     tags = ("pipelines",)
-    middleware = (authenticated,)
     security = ({"bearer": []},)
-    dependencies = {"queue": Provide(_queue, sync_to_thread=False)}  # noqa: RUF012
 
-    async def _run(self, request: Request[Any, Any, Any], queue: Queue, job_id: uuid.UUID) -> StagesOut:
-        job = await visible_job(queue, caller_of(request), job_id)
-        # A job that is no pipeline run has no stages: an empty list, not a 404 for a
-        # job that exists (schemathesis' stateful run found that inconsistency).
-        stages = await Pipelines(queue).stages(job_id) if job.type == "orchestrate" else []
-        waiting = job.waiting_for if job.state.value == "queued" else None
-        return StagesOut(job=JobOut.of(job), waiting_for=waiting, stages=[StageOut.of(s) for s in stages])
+    async def _run(self, request: Request[Any, Any, Any], queue: Queue, job_id: str) -> StagesOut:
+        job = await visible_job(queue, caller_of(request), job_id_of(job_id))
+        # A job that is no pipeline run has no stages: an empty list, not a 404 for a job
+        # that exists.
+        stages = await queue.stages.of(job.id)
+        waiting = job.waiting_for if job.state == JobState.QUEUED else None
+        return StagesOut(job=job.to_wire(), waiting_for=waiting, stages=[s.to_wire() for s in stages])
 
     @get("/stages", summary="A pipeline run's stages", responses=responses(400, 404))
-    async def stages(self, request: Request[Any, Any, Any], queue: Queue, job_id: uuid.UUID) -> StagesOut:
-        return await self._run(request, queue, job_id)
+    async def stages(self, request: Request[Any, Any, Any], state: State, job_id: JobIdPath) -> StagesOut:
+        return await self._run(request, state.queue, job_id)
 
     @post(
         "/resume",
@@ -95,13 +41,18 @@ class PipelinesController(Controller):
         responses=responses(400, 404, 409),
     )
     async def resume(
-        self, request: Request[Any, Any, Any], queue: Queue, job_id: uuid.UUID, data: ResumeBody
+        self, request: Request[Any, Any, Any], state: State, job_id: JobIdPath, data: ResumeBody
     ) -> StagesOut:
+        queue: Queue = state.queue
         caller = caller_of(request)
-        await visible_job(queue, caller, job_id)
+        job = await visible_job(queue, caller, job_id_of(job_id))
+        clean_param(data.feedback, "feedback")
         if data.decision == "reject" and not (data.feedback or "").strip():
-            raise bad_request("feedback-required", "Feedback required", "a rejection needs feedback for the next try")
-        await Pipelines(queue).resume(
-            job_id, approve=data.decision == "approve", feedback=data.feedback, by=caller.user_id
-        )
+            raise bad_request(
+                "feedback-required",
+                "Feedback required",
+                "a rejection needs feedback for the next try",
+                field="feedback",
+            )
+        await queue.stages.resume(job.id, approve=data.decision == "approve", feedback=data.feedback, by=caller.user_id)
         return await self._run(request, queue, job_id)

@@ -1,8 +1,13 @@
 """Server-sent events: one job's events, or every event of the caller's channels.
 
-Each event's `id:` is its cursor (service/events.py), so a client that reconnects with
-Last-Event-ID gets exactly what it missed, then live events. A client too slow to keep up
-is cut off (its backlog is bounded) and resumes the same way.
+Each event's `id:` is its cursor (pgcue.core.events), so a client that reconnects with
+Last-Event-ID gets exactly what it missed, then live events. What it missed is replayed a
+page at a time (PGCUE_SSE_REPLAY_PAGE events), each written before the next is read, so a
+resume from far back holds one page in memory, not the channel's history. A client too
+slow to keep up is cut off (its backlog is bounded, and one write may wait at most
+PGCUE_SSE_WRITE_TIMEOUT seconds) and resumes the same way. A key may hold
+PGCUE_SSE_STREAMS_PER_KEY streams at once (429 past it); a revoked key's streams end
+within seconds (pgcue.api.hub).
 
 When the server shuts down (SIGTERM), every open stream ends with one final frame,
 `id: <cursor>\nevent: shutdown\ndata: {"reason": "server shutting down"}`, then closes.
@@ -14,19 +19,27 @@ exactly where it stopped, even on a stream that had sent no event yet.
 from __future__ import annotations
 
 import asyncio
-import uuid
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
+from anyio import create_task_group
 from litestar import Controller, Request, get
 from litestar.params import Parameter
 from litestar.response import Stream
-from pgcue.api.jobs import authenticate, caller_of, channel_scope, visible_job
-from pgcue.api.problems import bad_request, responses
-from pgcue.core import metrics
-from pgcue.core.events import START, BadCursor, Batch, Cursor, Event, EventHub, Subscriber, advance
+from litestar.response.base import ASGIResponse
+from litestar.response.streaming import ASGIStreamingResponse
+from litestar.types import Receive, Send
+
+from pgcue.api import metrics
+from pgcue.api.access import caller_of, channel_scope, job_id_of, visible_job
+from pgcue.api.hub import Batch, EventHub, Subscriber, TooManyStreams
+from pgcue.api.jobs import JobIdPath
+from pgcue.api.problems import bad_request, responses, too_many
+from pgcue.core.events import START, BadCursor, Cursor, Event, advance
+from pgcue.core.wire import iso_ms
 
 _encode = msgspec.json.Encoder().encode
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -52,7 +65,7 @@ def _cursor(text: str | None, default: Cursor) -> Cursor:
     try:
         return Cursor.decode(text)
     except BadCursor as exc:
-        raise bad_request("bad-last-event-id", "Bad Last-Event-ID", str(exc)) from None
+        raise bad_request("bad-last-event-id", "Bad Last-Event-ID", str(exc), field="Last-Event-ID") from None
 
 
 def _shutdown_frame(cursor: Cursor) -> bytes:
@@ -66,7 +79,7 @@ def _frame(event: Event, cursor: Cursor) -> bytes:
         eventId=event.id,
         jobId=str(event.job_id),
         channelId=event.channel_id,
-        createdAt=event.created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        createdAt=iso_ms(event.created_at),
     )
     return b"id: %s\nevent: %s\ndata: %s\n\n" % (cursor.encode().encode(), event.kind.encode(), _encode(body))
 
@@ -96,7 +109,7 @@ class _Rendered:
 def _render(batch: Batch, cursor: Cursor, until_terminal: bool) -> _Rendered:
     """The frames of `batch` not delivered under `cursor`, made once per distinct cursor.
 
-    A Batch is shared by every subscriber with the same filter (service/events.py), and
+    A Batch is shared by every subscriber with the same filter (pgcue.api.hub), and
     subscribers that are caught up hold equal cursors, so a thousand subscribers usually
     cost one advance() and one JSON encoding per event. Cursors stay exact: the result is
     a pure function of (cursor, batch), which is exactly the memo's key.
@@ -168,23 +181,35 @@ def _collect(batches: list[Batch], cursor: Cursor, until_terminal: bool) -> tupl
 async def _stream(
     hub: EventHub, sub: Subscriber, cursor: Cursor, keepalive: float, until_terminal: bool
 ) -> AsyncIterator[bytes]:
-    """The stream's bytes: one chunk per wake-up holding every frame pending for it, so a
-    subscriber costs one ASGI send (one socket write) per wake-up, however many events
-    arrived meanwhile. Nothing but the chunk (bytes, which the garbage collector ignores)
-    outlives a wake-up: a thousand streams keep few objects alive between fan-outs."""
+    """The stream's bytes: the replay a page at a time, then one chunk per wake-up holding
+    every frame pending for it, so a subscriber costs one ASGI send (one socket write) per
+    wake-up, however many events arrived meanwhile. Nothing but the chunk (bytes, which
+    the garbage collector ignores) outlives a wake-up: a thousand streams keep few objects
+    alive between fan-outs."""
     metrics.SSE_SUBSCRIBERS.inc()
     quiet = _Quiet(sub, keepalive)
     try:
         yield b"retry: 1000\n\n"
         await hub.subscribe(sub)
-        events, snap = await hub.replay(sub, cursor)
         # The replay goes first, before any live batch published since subscribe();
         # advance() drops from those whatever the replay already delivered.
-        sub.backlog.appendleft(Batch(events, snap))
+        while not (sub.overflowed or sub.closed or sub.revoked):
+            events, snap = await hub.replay(sub, cursor)
+            chunk, cursor, ended = _collect([Batch(events, snap)], cursor, until_terminal)
+            if chunk:
+                yield chunk
+                quiet.wrote()
+            if ended:
+                return
+            if len(events) < hub.settings.sse_replay_page:
+                break
         while True:
             chunk, cursor, ended = _collect(sub.take(), cursor, until_terminal)
             if ended:
                 yield chunk
+                return
+            if sub.revoked:
+                yield chunk + b": this key may no longer read this stream\n\n"
                 return
             if sub.overflowed:
                 yield chunk + b": too slow; reconnect with Last-Event-ID to resume\n\n"
@@ -203,33 +228,109 @@ async def _stream(
     finally:
         quiet.cancel()
         hub.unsubscribe(sub)
+        hub.close_stream(sub.key_id)
         metrics.SSE_SUBSCRIBERS.dec()
+
+
+class _Body:
+    """A stream's chunks, with how long one write of them may wait for the client."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], write_timeout: float) -> None:
+        self.chunks = chunks
+        self.write_timeout = write_timeout
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.chunks
+
+
+class _TimedStreamingResponse(ASGIStreamingResponse):
+    """A streaming response whose every write may wait at most `write_timeout` seconds
+    for the client: past it the stream ends (the client stopped reading; it resumes with
+    Last-Event-ID), instead of holding its buffers and its slot for ever."""
+
+    __slots__ = ()  # the same layout as Litestar's: SseStream swaps the class of its response
+
+    async def _stream(self, send: Send) -> None:
+        body = self.iterator
+        assert isinstance(body, _Body)
+        try:
+            async for chunk in body.chunks:
+                async with asyncio.timeout(body.write_timeout):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError:
+            metrics.SSE_STALLED.inc()
+        finally:
+            aclose = getattr(body.chunks, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def send_body(self, send: Send, receive: Receive) -> None:
+        # As Litestar's, and when the stream ends without completing the response (a
+        # stalled client), stop waiting for the client to disconnect.
+        async with create_task_group() as group:
+
+            async def stream() -> None:
+                try:
+                    await self._stream(send)
+                finally:
+                    group.cancel_scope.cancel()
+
+            group.start_soon(stream)
+            await self._listen_for_disconnect(cancel_scope=group.cancel_scope, receive=receive)
+
+
+class SseStream(Stream):
+    """text/event-stream with a write timeout (see _TimedStreamingResponse)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], *, write_timeout: float) -> None:
+        super().__init__(_Body(chunks, write_timeout), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:
+        response = super().to_asgi_response(*args, **kwargs)
+        response.__class__ = _TimedStreamingResponse
+        return response
+
+
+def _open(hub: EventHub, key_id: int) -> None:
+    try:
+        hub.open_stream(key_id)
+    except TooManyStreams:
+        metrics.SSE_REFUSED.inc()
+        raise too_many(
+            f"this key has {hub.settings.sse_streams_per_key} streams open (PGCUE_SSE_STREAMS_PER_KEY); "
+            "close one, or use one channel stream (GET /api/events) for many jobs"
+        ) from None
 
 
 class EventsController(Controller):
     path = "/api"
     tags = ("events",)
-    guards = (authenticate,)
     security = ({"bearer": []},)
 
     @get(
-        "/jobs/{job_id:uuid}/events",
+        "/jobs/{job_id:str}/events",
         summary="One job's live events (SSE); ends after its terminal status",
         description=STREAM_DESCRIPTION + " Without Last-Event-ID the job's whole history is sent first.",
         media_type="text/event-stream",
-        responses=responses(400, 404),
+        responses=responses(400, 404, 429),
     )
     async def job_events(
-        self, request: Request[Any, Any, Any], job_id: uuid.UUID, last_event_id: LastEventId = None
+        self, request: Request[Any, Any, Any], job_id: JobIdPath, last_event_id: LastEventId = None
     ) -> Stream:
         state = request.app.state
-        await visible_job(state.queue, caller_of(request), job_id)
+        caller = caller_of(request)
+        job = await visible_job(state.queue, caller, job_id_of(job_id))
         cursor = _cursor(last_event_id, START)
-        sub = Subscriber(job_id=job_id, limit=state.options.sse_backlog)
-        return Stream(
-            _stream(state.hub, sub, cursor, state.options.keepalive, until_terminal=True),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
+        hub: EventHub = state.hub
+        _open(hub, caller.key_id)
+        sub = Subscriber(
+            job_id=job.id, channels=frozenset({job.channel_id}), limit=state.settings.sse_backlog, key_id=caller.key_id
+        )
+        return SseStream(
+            _stream(hub, sub, cursor, state.settings.sse_keepalive, until_terminal=True),
+            write_timeout=state.settings.sse_write_timeout,
         )
 
     @get(
@@ -238,7 +339,7 @@ class EventsController(Controller):
         description=STREAM_DESCRIPTION + " Without Last-Event-ID the stream starts now. An admin key without "
         "channelId sees every channel.",
         media_type="text/event-stream",
-        responses=responses(400, 404),
+        responses=responses(400, 404, 429),
     )
     async def channel_events(
         self,
@@ -247,15 +348,15 @@ class EventsController(Controller):
         last_event_id: LastEventId = None,
     ) -> Stream:
         state = request.app.state
-        scope = channel_scope(caller_of(request), channel_id)
+        caller = caller_of(request)
+        scope = channel_scope(caller, channel_id)
         hub: EventHub = state.hub
-        if last_event_id:
-            cursor = _cursor(last_event_id, START)
-        else:
-            cursor = await hub.now()
-        sub = Subscriber(channels=None if scope is None else frozenset(scope), limit=state.options.sse_backlog)
-        return Stream(
-            _stream(hub, sub, cursor, state.options.keepalive, until_terminal=False),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
+        cursor = _cursor(last_event_id, START) if last_event_id else await hub.now()
+        _open(hub, caller.key_id)
+        sub = Subscriber(
+            channels=None if scope is None else frozenset(scope), limit=state.settings.sse_backlog, key_id=caller.key_id
+        )
+        return SseStream(
+            _stream(hub, sub, cursor, state.settings.sse_keepalive, until_terminal=False),
+            write_timeout=state.settings.sse_write_timeout,
         )

@@ -86,15 +86,14 @@ def _pgserver(data: Path) -> str:
     return str(server.get_uri())
 
 
-def resolve(root: Path) -> tuple[str, str]:
-    """(database URL, how it was found) for the dev stack."""
+def resolve(data: Path) -> tuple[str, str]:
+    """(database URL, how it was found) for the dev stack; a private cluster lives in `data`."""
     if os.environ.get("DATABASE_URL") or os.environ.get("PGCUE_DATABASE_URL"):
         url = os.environ.get("PGCUE_DATABASE_URL") or os.environ["DATABASE_URL"]
         return url, "configured (DATABASE_URL)"
     if _port_open("127.0.0.1", 5432):
         return LOCAL_URL, "the PostgreSQL answering on 127.0.0.1:5432"
-    data = root / ".data"
-    data.mkdir(exist_ok=True)
+    data.mkdir(mode=0o700, exist_ok=True)
     bindir = _pg_bin()
     if bindir is not None:
         return _private_cluster(data, bindir), f"a private cluster under {data} (made with {bindir}/initdb)"

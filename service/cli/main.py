@@ -1,13 +1,17 @@
-"""`pgcue`: migrate | serve | worker | workers | dev | types | jobs …
+"""`pgcue`: migrate | serve | worker | workers | dev | types | jobs … | keys … | pause | resume
 
-Errors are one line on stderr and a non-zero exit: 1 for a refused action or an
-unreachable database, 2 for a malformed command line.
+The one layer that imports both the API and the worker runtime. Errors are one line on
+stderr and a non-zero exit: 1 for a refused action or an unreachable database, 2 for a
+malformed command line, 78 for what no restart can fix (the database refuses our
+credentials, the schema is not the one this pgcue needs, a setting is wrong), so a
+supervisor stops restarting it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import uuid
 from collections.abc import Callable, Coroutine
@@ -15,34 +19,38 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import msgspec
-import psycopg
 import uvloop
-from pgcue.core import db
-from pgcue.core.config import ConfigError, Settings, from_env
-from pgcue.core.errors import PgcueError
-from pgcue.core.gc_tuning import settle_garbage_collector
-from pgcue.core.logs import configure as configure_logging
-from pgcue.core.models import FINISHED_STATES, Job, JobState, NewJob
-from pgcue.core.queue import Queue
-from pgcue.core.statements import channel
 
-ROOT = Path.cwd()  # `make run` runs from the checkout: .data/ lives there
+from pgcue.core import db, migrate
+from pgcue.core.components import EXIT_FATAL_CONFIG
+from pgcue.core.config import ConfigError, Settings, from_env
+from pgcue.core.errors import PgcueError, SchemaMismatch
+from pgcue.core.gc_tuning import settle_garbage_collector
+from pgcue.core.listener import Listener
+from pgcue.core.logs import configure as configure_logging
+from pgcue.core.models import Job, NewJob
+from pgcue.core.queue import Queue
+from pgcue.core.states import JobState
+
+DATA_DIR = Path(".data")  # `make run` runs from the checkout: its dev key and private cluster live here
 
 
 class CliError(Exception):
     """A one-line message for the user."""
 
 
+class Fatal(Exception):
+    """A one-line message, and exit status 78: retrying cannot help until someone acts."""
+
+
 def _print_json(value: Any) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(value)).decode() + "\n")
 
 
-def _job_out(job: Job) -> dict[str, Any]:
-    out = msgspec.to_builtins(job)
-    out["durationMs"] = job.duration_ms
-    return out
+def _job_out(job: Job) -> Any:
+    """A job as the API shows it: one JSON shape everywhere."""
+    return job.to_wire()
 
 
 async def _with_queue(settings: Settings, fn: Callable[[Queue], Coroutine[Any, Any, Any]]) -> Any:
@@ -53,44 +61,48 @@ async def _with_queue(settings: Settings, fn: Callable[[Queue], Coroutine[Any, A
         await pool.close()
 
 
+def _run(settings: Settings, fn: Callable[[Queue], Coroutine[Any, Any, Any]]) -> Any:
+    return asyncio.run(_with_queue(settings, fn))
+
+
 # --- commands ----------------------------------------------------------------------------
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from pgcue.core import migrate
-
     with db.connect_sync(settings) as conn:
         if args.check:
             migrate.check(conn, settings.schema)
-            print(f"schema {settings.schema!r} is current (migration {migrate.latest_version()})")
+            print(f"schema {settings.schema!r} is current (migration {migrate.latest_version()}, checksums match)")
             return 0
-        done = migrate.migrate(conn, settings.schema)
+        done = migrate.migrate(conn, settings.schema, lock_timeout=settings.migration_lock_timeout)
     _sync_types(settings, args.imports)
     if done:
-        print(f"applied {', '.join(f'{m.version:04d}_{m.name}' for m in done)} to schema {settings.schema!r}")
+        print(f"applied {', '.join(m.label for m in done)} to schema {settings.schema!r}")
     else:
         print(f"schema {settings.schema!r} already current (migration {migrate.latest_version()})")
     return 0
 
 
 def _sync_types(settings: Settings, imports: list[str] | None) -> None:
-    """Write the registry's job types (built-in, studio, and imported) to pgcue.job_types."""
+    """Write the registry's job types (built-in and imported) and schedules to the database."""
     from pgcue.workers.runtime import registry
 
     registry.load([*settings.imports, *(imports or [])])
 
     async def sync(queue: Queue) -> None:
         await queue.register_types([s.row() for s in registry.all_types()])
-        await queue.register_schedules(registry.all_schedules())
+        await queue.upkeep.register_schedules(registry.all_schedules())
 
-    asyncio.run(_with_queue(settings, sync))
+    _run(settings, sync)
 
 
 def _check_schema(settings: Settings) -> None:
-    from pgcue.core import migrate
-
-    with db.connect_sync(settings) as conn:
-        migrate.check(conn, settings.schema)
+    """At the start of a long-running process: refuse a schema this code does not match."""
+    try:
+        with db.connect_sync(settings) as conn:
+            migrate.check(conn, settings.schema)
+    except SchemaMismatch as exc:
+        raise Fatal(str(exc)) from None
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -103,6 +115,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from pgcue.workers.runtime import registry
+    from pgcue.workers.runtime.metrics import serve_worker
     from pgcue.workers.runtime.worker import Worker, apply_memory_limit, install_signal_handlers
 
     registry.load([*settings.imports, *args.imports])
@@ -124,17 +137,14 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         apply_memory_limit(memory)
     worker = Worker(settings, specs, concurrency=args.concurrency, maintenance=not args.no_maintenance)
     if args.metrics_port:
-        from pgcue.core.metrics import serve_worker
-
         serve_worker(worker, args.metrics_port, args.metrics_host)
 
-    async def main() -> None:
+    async def main() -> int:
         install_signal_handlers(worker)
         settle_garbage_collector()
-        await worker.run()
+        return await worker.run()
 
-    uvloop.run(main())  # the worker's loop: claims, completions and heartbeats all go through it
-    return 0
+    return uvloop.run(main())  # the worker's loop: claims, completions and heartbeats all go through it
 
 
 def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
@@ -144,23 +154,21 @@ def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
     registry.load([*settings.imports, *args.imports])
     names = args.types or [s.name for s in registry.runnable()]
     _check_schema(settings)
-    return supervise(names, args.imports)
+    return supervise(names, args.imports, metrics_base=args.metrics_base)
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from pgcue.cli import devdb
     from pgcue.cli.supervisor import run_dev_stack
-    from pgcue.core import migrate
     from pgcue.workers.runtime import registry
 
-    url, how = devdb.resolve(ROOT)
+    url, how = devdb.resolve(DATA_DIR)
     print(f"pgcue dev: database is {how}", flush=True)
     settings = settings.replace(database_url=url)
     with db.connect_sync(settings) as conn:
-        migrate.migrate(conn, settings.schema)
+        migrate.migrate(conn, settings.schema, lock_timeout=settings.migration_lock_timeout)
     _sync_types(settings, [])
     registry.load(settings.imports)
-    # --- development API key (issue 3): printed so a newcomer can call the API at once ---
     key = _dev_key(settings)
     base = f"http://{settings.host}:{settings.port}"
     print(f"pgcue dev: API key (user dev, paid plan, channel demo): {key}", flush=True)
@@ -172,34 +180,56 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     return run_dev_stack(settings, [s.name for s in registry.runnable()])
 
 
-def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    """`pgcue keys create`: a user (with its plan), its channels, and a new API key."""
-    from pgcue.core.auth import create_key
-
-    token = asyncio.run(
-        _with_queue(
-            settings,
-            lambda q: create_key(
-                q.pool, q.sql, args.user, plan=args.plan, admin=args.admin, channels=args.channels, label=args.label
-            ),
-        )
-    )
-    print(token)
-    return 0
-
-
 def _dev_key(settings: Settings) -> str:
-    """The development key `make run` prints: saved in .data/dev-key, reused while valid."""
-    from pgcue.core.auth import ensure_dev_key
-
-    path = ROOT / ".data" / "dev-key"
+    """The development key `make run` prints: saved in .data/dev-key (mode 0600), reused
+    while valid."""
+    path = DATA_DIR / "dev-key"
     saved = path.read_text().strip() if path.exists() else None
-    token: str = asyncio.run(_with_queue(settings, lambda q: ensure_dev_key(q.pool, q.sql, saved)))
+    token: str = _run(settings, lambda q: q.keys.ensure_dev_key(saved))
     if token != saved:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(token + "\n")
+        DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never readable by others, not even briefly
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
         path.chmod(0o600)
     return token
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """`pgcue keys create | list | revoke | rotate`."""
+    action = args.keys_command
+    if action == "create":
+        token = _run(
+            settings,
+            lambda q: q.keys.create(
+                args.user, plan=args.plan, admin=args.admin, channels=args.channels, label=args.label
+            ),
+        )
+        print(token)
+    elif action == "list":
+        keys = _run(settings, lambda q: q.keys.list(args.user, revoked=args.revoked))
+        _print_json(
+            [
+                {
+                    "id": k.id,
+                    "userId": k.user_id,
+                    "plan": k.plan,
+                    "admin": k.admin,
+                    "channels": list(k.channels),
+                    "label": k.label,
+                    "createdAt": k.created_at.isoformat(),
+                    "revokedAt": None if k.revoked_at is None else k.revoked_at.isoformat(),
+                }
+                for k in keys
+            ]
+        )
+    elif action == "revoke":
+        _run(settings, lambda q: q.keys.revoke(args.id))
+        print(f"key {args.id} revoked: requests with it are refused now, its open streams end within seconds")
+    elif action == "rotate":
+        token = _run(settings, lambda q: q.keys.rotate(args.id))
+        print(token)
+    return 0
 
 
 def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
@@ -208,19 +238,38 @@ def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run(queue: Queue) -> None:
         if args.type:
-            await queue.set_type_paused(args.type, paused)
+            await queue.fleet.set_type_paused(args.type, paused)
         else:
-            await queue.set_channel_paused(args.channel, paused, args.reason)
+            await queue.fleet.set_channel_paused(args.channel, paused, args.reason)
 
-    asyncio.run(_with_queue(settings, run))
+    _run(settings, run)
     what = f"job type {args.type}" if args.type else f"channel {args.channel}"
     print(f"{what} {'paused' if paused else 'resumed'}")
     return 0
 
 
 def cmd_types(args: argparse.Namespace, settings: Settings) -> int:
-    types = asyncio.run(_with_queue(settings, lambda q: q.job_types()))
-    _print_json(types)
+    types = _run(settings, lambda q: q.job_types())
+    _print_json(
+        [
+            {
+                "name": t.name,
+                "plan": t.plan,
+                "concurrency": t.concurrency,
+                "memoryMb": t.memory_mb,
+                "leaseSeconds": t.lease_seconds,
+                "timeoutSeconds": t.timeout_seconds,
+                "maxAttempts": t.max_attempts,
+                "globalConcurrency": t.global_concurrency,
+                "channelConcurrency": t.channel_concurrency,
+                "rateLimit": t.rate_limit,
+                "ratePeriodSeconds": t.rate_period_seconds,
+                "description": t.description,
+                "payloadSchema": t.payload_schema,
+            }
+            for t in types
+        ]
+    )
     return 0
 
 
@@ -232,24 +281,33 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
             job = await queue.enqueue(_new_job(args))
             if args.wait is not None:
                 job = await _wait_finished(settings, queue, job.id, args.wait)
-            return _job_out(job)
+            return job
         if action == "get":
-            return _job_out(await queue.get(_job_id(args.id)))
+            return await queue.get(_job_id(args.id))
         if action == "list":
-            jobs = await queue.list_jobs(channel_id=args.channel, type=args.type, state=args.state, limit=args.limit)
-            return [_job_out(j) for j in jobs]
+            return await queue.list_jobs(
+                channels=None if args.channel is None else [args.channel],
+                type=args.type,
+                state=args.state,
+                limit=args.limit,
+            )
         if action == "cancel":
-            return _job_out(await queue.cancel(_job_id(args.id)))
+            return await queue.cancel(_job_id(args.id))
         if action == "retry":
-            return _job_out(await queue.retry(_job_id(args.id)))
+            return await queue.retry(_job_id(args.id))
         if action == "delete":
             await queue.delete(_job_id(args.id))
-            return {"deleted": args.id}
+            return None
         raise CliError(f"unknown jobs command {action}")
 
-    result = asyncio.run(_with_queue(settings, run))
-    _print_json(result)
-    if action == "enqueue" and args.wait is not None and result["state"] != JobState.COMPLETED:
+    result = _run(settings, run)
+    if action == "delete":
+        _print_json({"deleted": args.id})
+    elif isinstance(result, list):
+        _print_json([_job_out(j) for j in result])
+    else:
+        _print_json(_job_out(result))
+    if action == "enqueue" and args.wait is not None and result.state != JobState.COMPLETED:
         return 1
     return 0
 
@@ -289,16 +347,24 @@ def _new_job(args: argparse.Namespace) -> NewJob:
 
 
 async def _wait_finished(settings: Settings, queue: Queue, job_id: uuid.UUID, timeout: float) -> Job:
-    """Wait for the job to finish: woken by its events, re-reading it at least every second."""
-    conn = await db.connect(settings, application_name="pgcue-cli-wait")
+    """Wait for the job to finish: woken by its events (the one Listener component),
+    re-reading it at least every second."""
     changed = asyncio.Event()
-    await conn.add_listener(channel(settings.schema, "events"), lambda *_: changed.set())
+    listener = Listener(
+        settings,
+        queue.fleet.notify,
+        {settings.channel("events"): lambda _c, _p: changed.set()},
+        component="cli",
+        application_name="pgcue-cli-wait",
+        on_connect=changed.set,
+    )
+    task = asyncio.create_task(listener.run())
     try:
         async with asyncio.timeout(timeout):
             while True:
                 changed.clear()
                 job = await queue.get(job_id)
-                if job.state in FINISHED_STATES:
+                if job.finished:
                     return job
                 try:
                     await asyncio.wait_for(changed.wait(), 1.0)
@@ -307,7 +373,11 @@ async def _wait_finished(settings: Settings, queue: Queue, job_id: uuid.UUID, ti
     except TimeoutError:
         raise CliError(f"job {job_id} did not finish within {timeout:g}s (is a worker running for its type?)") from None
     finally:
-        await conn.close()
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
 
 
 # --- argument parsing --------------------------------------------------------------------
@@ -318,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("migrate", help="apply database migrations (idempotent)")
-    m.add_argument("--check", action="store_true", help="only check that the schema is current")
+    m.add_argument("--check", action="store_true", help="only check that the schema is current and unedited")
     m.add_argument(
         "--import",
         dest="imports",
@@ -341,13 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-memory-limit", action="store_true", help="do not apply the type's memory budget")
     w.add_argument("--no-maintenance", action="store_true", help="never lead rescue/prune in this process")
     w.add_argument("--metrics-port", type=_positive_int, help="serve Prometheus metrics on this port (/metrics)")
-    w.add_argument("--metrics-host", default="0.0.0.0", help="address for --metrics-port (default 0.0.0.0)")
+    w.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for all)"
+    )
     w.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE")
     w.set_defaults(fn=cmd_worker)
 
     ws = sub.add_parser("workers", help="run one worker process per job type, restarting crashed ones")
     ws.add_argument("--type", dest="types", action="append", metavar="TYPE")
     ws.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE")
+    ws.add_argument(
+        "--metrics-base", type=_positive_int, help="give the workers metrics ports from this one up (printed)"
+    )
     ws.set_defaults(fn=cmd_workers)
 
     d = sub.add_parser("dev", help="database, migrations, API and workers in one command (make run)")
@@ -363,6 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--channel", dest="channels", action="append", default=[], metavar="C", help="give channel C to the user"
     )
     kc.add_argument("--label", default="", help="a note to tell keys apart")
+    kl = ksub.add_parser("list", help="list keys (never their tokens, which are not stored)")
+    kl.add_argument("--user", help="only this user's keys")
+    kl.add_argument("--revoked", action="store_true", help="include revoked keys")
+    kr = ksub.add_parser("revoke", help="revoke a key now (its open streams end within seconds)")
+    kr.add_argument("id", type=_positive_int, help="the key's id (pgcue keys list)")
+    kt = ksub.add_parser("rotate", help="a new key for the same user and rights; the old one is revoked")
+    kt.add_argument("id", type=_positive_int, help="the key's id (pgcue keys list)")
     k.set_defaults(fn=cmd_keys)
 
     for verb in ("pause", "resume"):
@@ -417,15 +499,22 @@ def main(argv: list[str] | None = None) -> int:
         settings = from_env()
         configure_logging(settings.log_level, settings.log_format)
         return int(args.fn(args, settings))
-    except (CliError, ConfigError, PgcueError) as exc:
+    except (Fatal, ConfigError) as exc:
         print(f"pgcue: {exc}", file=sys.stderr)
-        return 1
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, psycopg.Error) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"pgcue: database error: {first}", file=sys.stderr)
+        return EXIT_FATAL_CONFIG
+    except (CliError, PgcueError) as exc:
+        print(f"pgcue: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if db.fatal(exc):
+            print(f"pgcue: the database refuses this connection: {db.describe(exc)}", file=sys.stderr)
+            return EXIT_FATAL_CONFIG
+        if db.unavailable(exc) or db.sqlstate(exc):
+            print(f"pgcue: database error: {db.describe(exc)}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

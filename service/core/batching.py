@@ -12,19 +12,21 @@ next turn of the event loop, so at low load a request pays no extra latency; und
 the batches grow by themselves (`make bench` http workload measures it).
 
 Every caller gets exactly what a lone enqueue would have given it. A batch is one
-statement, so an error writes nothing; when the error is about a job (PgcueError: an
-invalid field, an unknown type) each job of the batch is enqueued again on its own, so
-only the job at fault gets the error. A job whose idempotency or unique key is taken is
-skipped by the insert and then enqueued on its own, which resolves it as a lone enqueue
-would (the existing job, or onConflict's answer: a 409 for reject). A database error (the
-database went away) goes to every caller of the batch, and none of its jobs exists.
+statement, so an error writes nothing; unless the error says the database is unavailable,
+each job of the batch is then enqueued again on its own, so only the job at fault gets
+the error (pgcue's own, or whatever PostgreSQL refused in it) and every other request of
+the batch succeeds: one tenant's bad input never fails another's request. A job whose
+idempotency or unique key is taken is skipped by the insert and then enqueued on its own,
+which resolves it as a lone enqueue would (the existing job, or onConflict's answer: a
+409 for reject). When the database is unavailable every caller of the batch gets that
+error (a 503), and none of its jobs exists.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from pgcue.core.errors import PgcueError
+from pgcue.core import db
 from pgcue.core.models import Job, NewJob
 from pgcue.core.queue import Queue
 
@@ -72,16 +74,16 @@ class EnqueueBatcher:
     async def _flush(self, batch: list[Pending]) -> None:
         try:
             stored = await self.queue.enqueue_returning([job for job, _ in batch])
-        except PgcueError as exc:  # about a job (invalid, unknown type): nothing was written
-            if len(batch) == 1:
-                _settle(batch[0][1], exc=exc)
-                return
-            await self._one_by_one(batch)
-        except BaseException as exc:  # the database, or this task being cancelled
+        except asyncio.CancelledError as exc:
             for _, future in batch:
                 _settle(future, exc=exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            raise
+        except Exception as exc:  # nothing was written
+            if len(batch) == 1 or db.unavailable(exc):
+                for _, future in batch:
+                    _settle(future, exc=exc)
+                return
+            await self._one_by_one(batch)
         else:
             for (_, future), job in zip(batch, stored, strict=True):
                 if job is not None:

@@ -1,4 +1,13 @@
-"""Connections: asyncpg pools for the service and workers, psycopg for sync callers."""
+"""Connections (asyncpg pools for the service and workers, psycopg for migrations and sync
+callers) and the one definition of what a database error means.
+
+`unavailable(exc)`: the database went away or cannot serve us now (a restart, a killed
+connection, the network, too many connections). Loops ride it out and retry; the API
+answers 503 with Retry-After. `fatal(exc)`: retrying cannot help until an operator acts
+(the database refuses our credentials, does not exist). Anything else a statement raises
+is about what it was given (a value PostgreSQL cannot store, a constraint) and is
+handled where the statement runs: it is never retried as if the database were down.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +16,53 @@ from typing import Any
 import asyncpg
 import msgspec
 import psycopg
+
 from pgcue.core.config import Settings
 
-# What a database that went away (restart, killed connection, network) raises through
-# asyncpg: loops that must ride out an outage catch exactly these and retry. asyncpg's
-# InternalClientError is in it because a connection killed mid-operation raises it.
-# (OSError covers TimeoutError too.)
-DB_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
+# SQLSTATE classes that mean "not now": connection exceptions, operator intervention
+# (admin shutdown, crash recovery, cannot connect now), insufficient resources (too many
+# connections, out of memory or disk).
+_UNAVAILABLE_CLASSES = ("08", "57", "53")
+# "Never, until someone acts": invalid authorization, no such database.
+_FATAL_CLASSES = ("28", "3D")
+
+
+def sqlstate(exc: BaseException) -> str:
+    """The SQLSTATE of a driver error ('' when it has none)."""
+    state = getattr(exc, "sqlstate", None)
+    return state if isinstance(state, str) else ""
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the database cannot be reached or cannot serve us now."""
+    if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError | psycopg.OperationalError):
+        # InterfaceError: a connection closed under us; InternalClientError: asyncpg's
+        # protocol state broke when the server ended the connection mid-operation.
+        return not fatal(exc)
+    return sqlstate(exc).startswith(_UNAVAILABLE_CLASSES) and sqlstate(exc) != "57014"  # 57014: query_canceled
+
+
+def fatal(exc: BaseException) -> bool:
+    """True when the database refuses us for good: wrong credentials, missing database."""
+    if sqlstate(exc).startswith(_FATAL_CLASSES):
+        return True
+    text = str(exc)
+    return isinstance(exc, psycopg.OperationalError) and (
+        "password authentication failed" in text or "does not exist" in text
+    )
+
+
+def bad_value(exc: BaseException) -> bool:
+    """True when PostgreSQL refused a value it was given (data exception, SQLSTATE 22xxx):
+    a timestamp out of range, a NUL in text, an invalid JSON number."""
+    return sqlstate(exc).startswith("22")
+
+
+def describe(exc: BaseException) -> str:
+    """The first line of a driver error, for a log or a one-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -37,9 +81,9 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool release without asyncpg's reset query. The default reset sends `SELECT
     pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release: one more
     round trip for every claim, completion and API request. pgcue's pooled connections
-    never keep session state (LISTEN and the session advisory lock of maintenance live on
-    dedicated connections from connect(); claim locks are transaction-scoped), and asyncpg
-    still rolls back a transaction left open before it calls this."""
+    keep no session state (LISTEN lives on its own connection; the maintenance leader's
+    session lock is released before its connection goes back; claim locks are
+    transaction-scoped), and asyncpg still rolls back a transaction left open first."""
 
 
 def _connect_kwargs(settings: Settings, application_name: str) -> dict[str, Any]:
@@ -69,12 +113,12 @@ async def create_pool(
 
 
 async def connect(settings: Settings, *, application_name: str = "pgcue") -> asyncpg.Connection:
-    """One dedicated connection (the LISTEN connection, the maintenance lock holder)."""
+    """One dedicated connection (a LISTEN connection)."""
     conn = await asyncpg.connect(**_connect_kwargs(settings, application_name))
     await _init_connection(conn)
     return conn
 
 
 def connect_sync(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection[Any]:
-    """A psycopg connection (migrations, the CLI, sync callers)."""
+    """A psycopg connection (migrations, sync callers)."""
     return psycopg.connect(settings.database_url, autocommit=autocommit, application_name="pgcue")

@@ -1,9 +1,9 @@
-"""Job types: each type's handler and settings, in one registry every part reads.
+"""Job types: each type's handler and settings, registered beside the handler with
+@job_type, in one registry every part of a worker reads.
 
-The studio's pools (seed 002: memory and concurrency per worker kind) are the defaults
-below; a module registers a handler with @job_type and may override any setting.
-Workers write these settings to pgcue.job_types when they start, which is how the API
-and psql learn the types without importing worker code.
+Workers (and `pgcue migrate`) write the settings, and the JSON Schema of each type's
+payload, to pgcue.job_types, which is how the API, psql and other producers learn the
+types without importing worker code.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from pgcue.core.cron import Cron
 from pgcue.core.models import JobType, Schedule
 
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 
 Handler = Callable[["JobContext"], Awaitable[Any]]
 
+# The job types shipped with pgcue, imported by load().
 BUILTIN_MODULES = (
     "pgcue.workers.types.builtin",
     "pgcue.workers.types.tts",
@@ -49,6 +52,9 @@ class TypeSpec:
     channel_concurrency: int | None = None  # running at once in one channel
     rate_limit: int | None = None  # starts per rate_period_seconds
     rate_period_seconds: int = 60
+    # The payload's msgspec Struct (None: any JSON object). Its JSON Schema is registered
+    # with the type, and every enqueue is checked against it; ctx.payload_as(it) decodes.
+    payload: type | None = None
 
     def row(self) -> JobType:
         return JobType(
@@ -64,97 +70,16 @@ class TypeSpec:
             channel_concurrency=self.channel_concurrency,
             rate_limit=self.rate_limit,
             rate_period_seconds=self.rate_period_seconds,
+            payload_schema=None if self.payload is None else msgspec.json.schema(self.payload),
         )
 
 
-_MIN = 60
-_HOUR = 3600
-
-# Seed 002's worker table. Lease: seed 002 gives orchestration a 1-hour ack timeout.
-STUDIO_TYPES: dict[str, TypeSpec] = {
-    spec.name: spec
-    for spec in (
-        TypeSpec(
-            "orchestrate",
-            plan="paid",
-            concurrency=1,
-            memory_mb=4096,
-            lease_seconds=_HOUR,
-            timeout_seconds=24 * _HOUR,
-            description="multi-stage pipeline orchestration with quality gates",
-        ),
-        TypeSpec(
-            "idea",
-            plan="paid",
-            concurrency=2,
-            memory_mb=2048,
-            timeout_seconds=30 * _MIN,
-            description="AI idea generation",
-        ),
-        TypeSpec(
-            "proposals",
-            plan="paid",
-            concurrency=2,
-            memory_mb=2048,
-            timeout_seconds=30 * _MIN,
-            description="AI proposal generation and scoring",
-        ),
-        TypeSpec(
-            "fact-check",
-            plan="paid",
-            concurrency=2,
-            memory_mb=2048,
-            timeout_seconds=30 * _MIN,
-            description="content fact-checking",
-        ),
-        TypeSpec(
-            "humanize",
-            plan="paid",
-            concurrency=2,
-            memory_mb=2048,
-            timeout_seconds=30 * _MIN,
-            description="text humanization",
-        ),
-        TypeSpec(
-            "discover",
-            plan="paid",
-            concurrency=2,
-            memory_mb=2048,
-            timeout_seconds=30 * _MIN,
-            description="research with progressive filtering",
-        ),
-        TypeSpec(
-            "tts",
-            plan="free",
-            concurrency=2,
-            memory_mb=1024,
-            timeout_seconds=30 * _MIN,
-            description="text-to-speech rendering and merge",
-        ),
-        TypeSpec(
-            "resource-download",
-            plan="free",
-            concurrency=3,
-            memory_mb=1024,
-            timeout_seconds=30 * _MIN,
-            description="asset downloading",
-        ),
-        TypeSpec(
-            "render",
-            plan="paid",
-            concurrency=1,
-            memory_mb=8192,
-            timeout_seconds=2 * _HOUR,
-            description="composition to MP4 export",
-        ),
-    )
-}
-
-_registry: dict[str, TypeSpec] = dict(STUDIO_TYPES)
+_registry: dict[str, TypeSpec] = {}
 
 
 def job_type(name: str, **settings: Any) -> Callable[[Handler], Handler]:
-    """Register `handler` for job type `name`; settings override the type's defaults."""
+    """Register `handler` for job type `name` with its settings (TypeSpec's fields). A
+    second registration of a name keeps the first one's settings unless it gives others."""
 
     def register(handler: Handler) -> Handler:
         base = _registry.get(name, TypeSpec(name))
@@ -162,6 +87,12 @@ def job_type(name: str, **settings: Any) -> Callable[[Handler], Handler]:
         return handler
 
     return register
+
+
+def declare(spec: TypeSpec) -> None:
+    """Register a type's settings without a handler in this process (a type whose worker
+    runs elsewhere: the registry then knows it, but `pgcue worker` refuses to run it)."""
+    _registry.setdefault(spec.name, spec)
 
 
 _schedules: dict[str, Schedule] = {}
@@ -177,7 +108,7 @@ def schedule(
     priority: int = 0,
     catch_up: bool = False,
 ) -> Schedule:
-    """Register a periodic job (see service.models.Schedule); checked here, so a bad cron
+    """Register a periodic job (see pgcue.core.models.Schedule); checked here, so a bad cron
     expression fails at import, not at its first tick."""
     Cron.parse(cron)
     entry = Schedule(

@@ -6,28 +6,48 @@ Payload:
      "maxBytes": 104857600                 (per file; at most HARD_MAX_BYTES),
      "allow": ["image/*", "audio/*"]       (content types; default ALLOWED)}
 
+URLs come from tenants, so every fetch goes through the safe fetcher (pgcue.workers.types.
+fetch): each connection, the first and every redirect hop, goes only to a public address,
+checked after resolution and pinned to it; internal targets (loopback, private, link-local,
+CGNAT, metadata services ...) are refused with one text whatever the reason, so a job
+cannot map the network; errors never show credentials or query strings; a file must come
+within PGCUE_FETCH_TOTAL_TIMEOUT and at PGCUE_FETCH_MIN_RATE or faster; an operator opens
+named internal hosts with PGCUE_FETCH_ALLOW_HOSTS. A cancel stops a download at once,
+whatever the server does (ctx.cancellable).
+
 Each file streams to a temporary name with progress as it comes, is checked against its
-size cap, content type and checksum, and is renamed when complete. Transient failures
-(connection errors, timeouts, 408/429/5xx) raise an ordinary error, so the worker retries
-the job with backoff; a retry keeps the files already complete. Anything a retry cannot
-fix (4xx, too big, a type not allowed, a checksum mismatch) raises PermanentError, and the
-job's folder is removed: a failed download leaves no file behind.
+size cap, content type and checksum, and is published when complete. Transient failures
+(connection errors, timeouts, a server too slow, 408/429/5xx) raise an ordinary error, so
+the worker retries the job with backoff; a retry keeps the files already complete.
+Anything a retry cannot fix (a refused address, 4xx, too big, a type not allowed, a
+checksum mismatch) raises PermanentError, and the job's folder is removed: a failed
+download leaves no file behind.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
-import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
-import httpx
+import msgspec
+
 from pgcue.core.artifacts import safe_name
-from pgcue.workers.runtime.artifacts import store
 from pgcue.workers.runtime.context import JobContext, PermanentError, Result
 from pgcue.workers.runtime.registry import job_type
+from pgcue.workers.types.fetch import (
+    AddressNotAllowed,
+    BadStatus,
+    FetchError,
+    FetchSettings,
+    InvalidURL,
+    ResponseTooLarge,
+    SafeFetcher,
+    TooManyRedirects,
+    redact,
+)
 
 DEFAULT_MAX_BYTES = 500 * 1024 * 1024
 HARD_MAX_BYTES = 4 * 1024 * 1024 * 1024
@@ -45,8 +65,23 @@ ALLOWED = (
     "application/octet-stream",
 )
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
-CHUNK = 64 * 1024
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+PERMANENT = (AddressNotAllowed, InvalidURL, TooManyRedirects, ResponseTooLarge)
+Url = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=r"^[hH][tT][tT][pP][sS]?://")]
+
+
+class ResourceIn(msgspec.Struct, kw_only=True):
+    url: Url
+    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+
+
+class DownloadPayload(msgspec.Struct, rename="camel", kw_only=True):
+    resources: Annotated[list[ResourceIn], msgspec.Meta(max_length=MAX_RESOURCES)] = msgspec.field(default_factory=list)
+    urls: Annotated[list[Url], msgspec.Meta(max_length=MAX_RESOURCES)] = msgspec.field(default_factory=list)
+    max_bytes: Annotated[int, msgspec.Meta(ge=1, le=HARD_MAX_BYTES)] = DEFAULT_MAX_BYTES
+    allow: Annotated[list[Annotated[str, msgspec.Meta(max_length=100)]], msgspec.Meta(max_length=50)] = msgspec.field(
+        default_factory=lambda: list(ALLOWED)
+    )
 
 
 class Resource:
@@ -55,39 +90,31 @@ class Resource:
         self.sha256 = sha256
         self.name = name
 
+    @property
+    def shown(self) -> str:
+        """The URL as errors and results show it: no credentials, no query."""
+        return redact(self.url)
 
-def _resources(payload: Any) -> tuple[list[Resource], int, tuple[str, ...]]:
-    if not isinstance(payload, dict):
-        raise PermanentError('resource-download needs {"resources": [{"url": "…"}]} or {"urls": ["…"]}')
-    raw: list[Any] = list(payload.get("resources") or []) + [{"url": u} for u in payload.get("urls") or []]
+
+def _resources(ctx: JobContext) -> tuple[list[Resource], int, tuple[str, ...]]:
+    payload = ctx.payload_as(DownloadPayload)
+    raw = [(r.url, r.sha256, r.name) for r in payload.resources] + [(u, None, None) for u in payload.urls]
     if not raw:
         raise PermanentError("no URLs: give payload.resources or payload.urls")
     if len(raw) > MAX_RESOURCES:
         raise PermanentError(f"at most {MAX_RESOURCES} resources per job")
-    try:
-        max_bytes = int(payload.get("maxBytes", DEFAULT_MAX_BYTES))
-    except (TypeError, ValueError):
-        raise PermanentError("payload.maxBytes must be an integer") from None
-    if not 0 < max_bytes <= HARD_MAX_BYTES:
-        raise PermanentError(f"payload.maxBytes must be from 1 to {HARD_MAX_BYTES}")
-    allow = payload.get("allow", ALLOWED)
-    if not isinstance(allow, list | tuple) or not all(isinstance(a, str) for a in allow):
-        raise PermanentError("payload.allow must be a list of content types such as image/* or text/plain")
     out: list[Resource] = []
     names: set[str] = set()
-    for i, item in enumerate(raw):
-        url = item.get("url") if isinstance(item, dict) else None
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+    for i, (url, sha, given) in enumerate(raw):
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
             raise PermanentError(f"resources[{i}].url must be an http(s) URL")
-        sha = item.get("sha256")
-        if sha is not None and (not isinstance(sha, str) or not _SHA256.match(sha.lower())):
-            raise PermanentError(f"resources[{i}].sha256 must be 64 hex digits")
-        name = safe_name(str(item.get("name") or unquote(urlsplit(url).path.rsplit("/", 1)[-1])), f"file-{i + 1}")
+        name = safe_name(str(given or unquote(parts.path.rsplit("/", 1)[-1])), f"file-{i + 1}")
         if name in names:
             name = f"{i + 1}-{name}"
         names.add(name)
         out.append(Resource(url, sha.lower() if sha else None, name))
-    return out, max_bytes, tuple(a.lower() for a in allow)
+    return out, payload.max_bytes, tuple(a.lower() for a in payload.allow)
 
 
 def _allowed(content_type: str, allow: tuple[str, ...]) -> bool:
@@ -103,51 +130,44 @@ def _sha256_of(path: Path) -> str:
 
 
 async def _fetch(
-    ctx: JobContext,
-    client: httpx.AsyncClient,
-    res: Resource,
-    max_bytes: int,
-    allow: tuple[str, ...],
-    report: Any,
+    ctx: JobContext, fetcher: SafeFetcher, res: Resource, max_bytes: int, allow: tuple[str, ...], report: Any
 ) -> dict[str, Any]:
-    artifacts = store()
     try:
-        async with client.stream("GET", res.url) as response:
+        async with fetcher.stream(res.url, max_bytes=max_bytes) as response:
             status = response.status_code
             if status in TRANSIENT_STATUS:
-                raise RuntimeError(f"{res.url}: HTTP {status} (transient; will retry)")
+                raise RuntimeError(f"{res.shown}: HTTP {status} (transient; will retry)")
             if status >= 400:
-                raise PermanentError(f"{res.url}: HTTP {status} {response.reason_phrase}")
+                raise PermanentError(f"{res.shown}: HTTP {status}")
             ctype = response.headers.get("content-type", "application/octet-stream").split(";")[0].strip().lower()
             if not _allowed(ctype, allow):
-                raise PermanentError(f"{res.url}: content type {ctype} is not allowed (allowed: {', '.join(allow)})")
-            declared = response.headers.get("content-length")
-            total = int(declared) if declared and declared.isdigit() else None
-            if total is not None and total > max_bytes:
-                raise PermanentError(f"{res.url}: {total} bytes is more than the limit of {max_bytes}")
+                raise PermanentError(f"{res.shown}: content type {ctype} is not allowed (allowed: {', '.join(allow)})")
+            total = response.content_length
             digest = hashlib.sha256()
             size = 0
-            with artifacts.writing(ctx.id, res.name) as temp, temp.open("wb") as f:
-                async for chunk in response.aiter_bytes(CHUNK):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise PermanentError(f"{res.url}: more than the limit of {max_bytes} bytes")
-                    digest.update(chunk)
-                    f.write(chunk)  # local disk, 64 KiB at a time: cheap enough for the loop
-                    report(size, total)
-                    await ctx.checkpoint()
-                f.flush()
+            async with ctx.artifacts.writing(res.name) as temp:
+                with temp.open("wb") as f:
+                    async for chunk in response.body():
+                        size += len(chunk)
+                        digest.update(chunk)
+                        f.write(chunk)  # local disk, at most 64 KiB at a time: cheap enough for the loop
+                        report(size, total)
+                    f.flush()
                 sha = digest.hexdigest()
                 if res.sha256 and sha != res.sha256:
-                    raise PermanentError(f"{res.url}: sha256 is {sha}, expected {res.sha256}")
-    except httpx.TransportError as exc:
-        raise RuntimeError(f"{res.url}: {type(exc).__name__}: {exc} (transient; will retry)") from exc
-    except httpx.InvalidURL as exc:
-        raise PermanentError(f"{res.url}: {exc}") from None
+                    raise PermanentError(f"{res.shown}: sha256 is {sha}, expected {res.sha256}")
+    except PERMANENT as exc:
+        raise PermanentError(str(exc)) from None
+    except BadStatus as exc:
+        if exc.status_code in TRANSIENT_STATUS:
+            raise RuntimeError(f"{exc} (transient; will retry)") from None
+        raise PermanentError(str(exc)) from None
+    except FetchError as exc:  # too slow, timed out, connection failed: worth another try
+        raise RuntimeError(f"{exc} (transient; will retry)") from None
     return {
-        "url": res.url,
+        "url": res.shown,
         "name": res.name,
-        "key": artifacts.key(ctx.id, res.name),
+        "key": ctx.artifacts.key(res.name),
         "size": size,
         "sha256": sha,
         "contentType": ctype,
@@ -155,31 +175,34 @@ async def _fetch(
     }
 
 
-@job_type("resource-download")
+@job_type(
+    "resource-download",
+    plan="free",
+    concurrency=3,
+    memory_mb=1024,
+    timeout_seconds=30 * 60,
+    payload=DownloadPayload,
+    description="asset downloading",
+)
 async def download(ctx: JobContext) -> Result:
-    resources, max_bytes, allow = _resources(ctx.payload)
-    artifacts = store()
-    artifacts.begin(ctx.id)
+    resources, max_bytes, allow = _resources(ctx)
+    settings = FetchSettings.from_env()
+    await ctx.artifacts.begin()
     files: list[dict[str, Any]] = []
     n = len(resources)
     try:
-        async with httpx.AsyncClient(
-            follow_redirects=True,
-            max_redirects=5,
-            timeout=httpx.Timeout(30.0, connect=10.0),
-            headers={"user-agent": "pgcue-resource-download/0.1"},
-        ) as client:
+        async with settings.fetcher(max_bytes=max_bytes) as fetcher:
             for i, res in enumerate(resources):
                 await ctx.checkpoint()
-                done = artifacts.path(ctx.id, res.name)
+                done = ctx.artifacts.path(res.name)
                 if done.exists():  # complete in an earlier attempt (only complete files have this name)
                     sha = _sha256_of(done)
                     if res.sha256 is None or sha == res.sha256:
                         files.append(
                             {
-                                "url": res.url,
+                                "url": res.shown,
                                 "name": res.name,
-                                "key": artifacts.key(ctx.id, res.name),
+                                "key": ctx.artifacts.key(res.name),
                                 "size": done.stat().st_size,
                                 "sha256": sha,
                                 "verified": res.sha256 is not None,
@@ -193,10 +216,10 @@ async def download(ctx: JobContext) -> Result:
                     mb = size / 1_048_576
                     ctx.progress(100 * (i + min(fraction, 1.0)) / n, f"{res.name}: {mb:.1f} MiB ({i + 1} of {n})")
 
-                files.append(await _fetch(ctx, client, res, max_bytes, allow, report))
+                files.append(await ctx.cancellable(_fetch(ctx, fetcher, res, max_bytes, allow, report)))
                 ctx.progress(100 * (i + 1) / n, f"{i + 1} of {n} downloaded")
     except PermanentError:
-        artifacts.discard(ctx.id)
+        await ctx.artifacts.discard()
         raise
     return Result(
         {"files": files, "count": len(files), "bytes": sum(f["size"] for f in files)},

@@ -18,11 +18,12 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from pgcue.core.artifacts import PART
-from pgcue.workers.runtime.artifacts import store
-from pgcue.workers.runtime.context import JobContext, PermanentError, Result
+from pgcue.workers.runtime.context import JobArtifacts, JobContext, PermanentError, Result
 from pgcue.workers.runtime.registry import job_type
 from pgcue.workers.types import media
 
@@ -30,6 +31,29 @@ MAX_SIDE = 3840
 MAX_SECONDS = 4 * 3600
 MAX_SCENES = 500
 _COLOR = re.compile(r"^(#[0-9A-Fa-f]{6}|#[0-9A-Fa-f]{8}|[A-Za-z]{3,20})$")
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
+
+
+class Scene(msgspec.Struct, kw_only=True):
+    color: Annotated[str, msgspec.Meta(pattern=_COLOR.pattern)] | None = None
+    image: Annotated[str, msgspec.Meta(max_length=300, description="an artifact key, <job id>/<file>")] | None = None
+    duration: Annotated[float, msgspec.Meta(ge=0.04, le=MAX_SECONDS)] = 2.0
+    caption: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
+class Caption(msgspec.Struct, kw_only=True):
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    start: Seconds = 0.0
+    end: Seconds | None = None
+
+
+class RenderPayload(msgspec.Struct, kw_only=True):
+    scenes: Annotated[list[Scene], msgspec.Meta(min_length=1, max_length=MAX_SCENES)]
+    width: Annotated[int, msgspec.Meta(ge=16, le=MAX_SIDE)] = 1280
+    height: Annotated[int, msgspec.Meta(ge=16, le=MAX_SIDE)] = 720
+    fps: Annotated[float, msgspec.Meta(ge=1, le=120)] = 25
+    audio: Annotated[str, msgspec.Meta(max_length=300, description="an artifact key, <job id>/<file>")] | None = None
+    captions: Annotated[list[Caption], msgspec.Meta(max_length=MAX_SCENES)] = msgspec.field(default_factory=list)
 
 
 def _number(value: Any, name: str, low: float, high: float) -> float:
@@ -42,18 +66,12 @@ def _number(value: Any, name: str, low: float, high: float) -> float:
     return number
 
 
-def _artifact(key: Any, name: str) -> Path:
-    if not isinstance(key, str):
-        raise PermanentError(f"{name} must be an artifact key, <job id>/<file>")
-    path = store().local_path(key)
-    if path is None:
-        raise PermanentError(f"{name}: no artifact {key!r} (expected <job id>/<file> of a finished job)")
-    return path
-
-
-def build_command(payload: Any, output: Path, work: Path) -> tuple[list[str], float, int, int]:
+async def build_command(
+    payload: Any, output: Path, work: Path, artifacts: JobArtifacts
+) -> tuple[list[str], float, int, int]:
     """The ffmpeg command line for `payload`, the total duration and the size. Caption texts
-    are written to files in `work` (drawtext reads them, so no text needs escaping)."""
+    are written to files in `work` (drawtext reads them, so no text needs escaping). The
+    images and audio it names must be artifacts of the job's own channel."""
     if not isinstance(payload, dict) or not isinstance(payload.get("scenes"), list) or not payload["scenes"]:
         raise PermanentError('render needs {"scenes": [{"color": "#203040", "duration": 2}, ...]}')
     width = int(_number(payload.get("width", 1280), "width", 16, MAX_SIDE)) // 2 * 2
@@ -72,7 +90,7 @@ def build_command(payload: Any, output: Path, work: Path) -> tuple[list[str], fl
             raise PermanentError(f"scenes[{i}] must be an object")
         duration = _number(scene.get("duration", 2), f"scenes[{i}].duration", 0.04, MAX_SECONDS)
         if "image" in scene:
-            image = _artifact(scene["image"], f"scenes[{i}].image")
+            image = await artifacts.open(scene["image"], f"scenes[{i}].image")
             inputs += ["-loop", "1", "-framerate", f"{fps:g}", "-t", f"{duration:.3f}", "-i", str(image)]
             chains.append(
                 f"[{i}:v]scale={width}:{height}:force_original_aspect_ratio=decrease,"
@@ -113,7 +131,7 @@ def build_command(payload: Any, output: Path, work: Path) -> tuple[list[str], fl
     maps = ["-map", f"[{last}]"]
     audio = payload.get("audio")
     if audio:
-        inputs += ["-i", str(_artifact(audio, "audio"))]
+        inputs += ["-i", str(await artifacts.open(audio, "audio"))]
         graph += f";[{len(scenes)}:a]apad[aout]"
         maps += ["-map", "[aout]", "-c:a", "aac", "-b:a", "128k"]
     argv = [
@@ -150,16 +168,24 @@ def build_command(payload: Any, output: Path, work: Path) -> tuple[list[str], fl
     return argv, total, width, height
 
 
-@job_type("render")
+@job_type(
+    "render",
+    plan="paid",
+    concurrency=1,
+    memory_mb=8192,
+    timeout_seconds=2 * 3600,
+    payload=RenderPayload,
+    description="composition to MP4 export",
+)
 async def render(ctx: JobContext) -> Result:
-    artifacts = store()
-    folder = artifacts.begin(ctx.id)
+    ctx.payload_as(RenderPayload)  # the schema's checks, before any work
+    folder = await ctx.artifacts.begin()
     work = folder / f"work{PART}{ctx.attempt}"
     work.mkdir(exist_ok=True)
     name = "render.mp4"
     try:
-        with artifacts.writing(ctx.id, name) as out:
-            argv, total, width, height = build_command(ctx.payload, out, work)
+        async with ctx.artifacts.writing(name) as out:
+            argv, total, width, height = await build_command(ctx.payload, out, work, ctx.artifacts)
             await ctx.stage("encode", duration=total, width=width, height=height)
 
             def on_line(line: str) -> None:
@@ -187,5 +213,5 @@ async def render(ctx: JobContext) -> Result:
             "size": facts["size"],
             "contentType": "video/mp4",
         },
-        artifacts.key(ctx.id, name),
+        ctx.artifacts.key(name),
     )

@@ -6,29 +6,81 @@ text is kept as an artifact, "<type>.md".
 
 Providers:
 - `ChatCompletions`: any OpenAI-compatible `POST {base}/chat/completions` with `stream: true`
-  (server-sent `data:` lines of chat.completion.chunk). PGCUE_LLM_BASE_URL, PGCUE_LLM_MODEL,
-  PGCUE_LLM_API_KEY, PGCUE_LLM_TIMEOUT.
+  (server-sent `data:` lines of chat.completion.chunk), configured by TextSettings:
+  PGCUE_LLM_BASE_URL, PGCUE_LLM_MODEL, PGCUE_LLM_API_KEY, PGCUE_LLM_TIMEOUT.
 - `Offline`: the default when no base URL is set. Deterministic text built from the payload,
   so `make run` does real, repeatable work with no network and no key.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import httpx
-from pgcue.core.config import Settings
-from pgcue.workers.runtime.artifacts import settings as worker_settings
-from pgcue.workers.runtime.artifacts import store
+import msgspec
+
+from pgcue.core.config import env_struct
 from pgcue.workers.runtime.context import JobContext, PermanentError, Result
 from pgcue.workers.runtime.registry import job_type
 
 MAX_INPUT = 50_000
 TRANSIENT_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class TextSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """PGCUE_LLM_*: the text types' model, an OpenAI-compatible chat-completions endpoint
+    such as https://api.openai.com/v1; an empty base URL means the deterministic offline
+    backend."""
+
+    base_url: str = ""
+    model: str = "gpt-4o-mini"
+    api_key: str = ""
+    timeout: float = 120.0
+
+
+@functools.cache
+def text_settings() -> TextSettings:
+    return env_struct(TextSettings, "PGCUE_LLM_")
+
+
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_INPUT)]
+
+
+class IdeaPayload(msgspec.Struct, kw_only=True):
+    topic: Text
+    count: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
+    audience: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
+class ProposalsPayload(msgspec.Struct, kw_only=True):
+    brief: Text
+    count: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
+
+
+class TextPayload(msgspec.Struct, kw_only=True):
+    text: Text
+
+
+class HumanizePayload(msgspec.Struct, kw_only=True):
+    text: Text
+    tone: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+
+
+class Candidate(msgspec.Struct, kw_only=True):
+    title: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+    description: Annotated[str, msgspec.Meta(max_length=5000)] = ""
+    url: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+
+
+class DiscoverPayload(msgspec.Struct, kw_only=True):
+    query: Text
+    candidates: Annotated[list[Candidate], msgspec.Meta(max_length=1000)] = msgspec.field(default_factory=list)
+    limit: Annotated[int, msgspec.Meta(ge=1, le=50)] = 5
 
 
 @dataclass(frozen=True)
@@ -116,9 +168,9 @@ class Offline:
             yield piece
 
 
-def provider_for(settings: Settings) -> Provider:
-    if settings.llm_base_url:
-        return ChatCompletions(settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout)
+def provider_for(settings: TextSettings) -> Provider:
+    if settings.base_url:
+        return ChatCompletions(settings.base_url, settings.model, settings.api_key, settings.timeout)
     return Offline()
 
 
@@ -177,6 +229,8 @@ class Task:
     prompt: Callable[[dict[str, Any]], Prompt]
     offline: Callable[[dict[str, Any]], str]
     shape: Callable[[str], dict[str, Any]]
+    payload: type
+    description: str
 
 
 def _idea_prompt(p: dict[str, Any]) -> Prompt:
@@ -411,11 +465,25 @@ def _discover_shape(text: str) -> dict[str, Any]:
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        Task("idea", _idea_prompt, _idea_offline, _idea_shape),
-        Task("proposals", _proposals_prompt, _proposals_offline, _proposals_shape),
-        Task("fact-check", _fact_prompt, _fact_offline, _fact_shape),
-        Task("humanize", _humanize_prompt, _humanize_offline, _humanize_shape),
-        Task("discover", _discover_prompt, _discover_offline, _discover_shape),
+        Task("idea", _idea_prompt, _idea_offline, _idea_shape, IdeaPayload, "AI idea generation"),
+        Task(
+            "proposals",
+            _proposals_prompt,
+            _proposals_offline,
+            _proposals_shape,
+            ProposalsPayload,
+            "AI proposal generation and scoring",
+        ),
+        Task("fact-check", _fact_prompt, _fact_offline, _fact_shape, TextPayload, "content fact-checking"),
+        Task("humanize", _humanize_prompt, _humanize_offline, _humanize_shape, HumanizePayload, "text humanization"),
+        Task(
+            "discover",
+            _discover_prompt,
+            _discover_offline,
+            _discover_shape,
+            DiscoverPayload,
+            "research with progressive filtering",
+        ),
     )
 }
 
@@ -423,8 +491,9 @@ TASKS: dict[str, Task] = {
 async def run_text(ctx: JobContext, task: Task, provider: Provider | None = None) -> Result:
     if not isinstance(ctx.payload, dict):
         raise PermanentError(f"{task.name} needs a payload object")
+    ctx.payload_as(task.payload)  # the schema's checks, before any work
     prompt = task.prompt(ctx.payload)
-    provider = provider or provider_for(worker_settings())
+    provider = provider or provider_for(text_settings())
     await ctx.stage("generate", provider=provider.name, model=provider.model)
     parts: list[str] = []
     produced = 0
@@ -439,13 +508,11 @@ async def run_text(ctx: JobContext, task: Task, provider: Provider | None = None
         raise RuntimeError(f"{provider.name} returned no text")
     await ctx.stage("shape")
     name = f"{task.name}.md"
-    artifacts = store()
-    artifacts.begin(ctx.id)
-    with artifacts.writing(ctx.id, name) as temp:
+    async with ctx.artifacts.writing(name) as temp:
         temp.write_text(text + "\n")
     ctx.progress(100, "done")
     result = {"text": text, **task.shape(text), "provider": provider.name, "model": provider.model}
-    return Result(result, artifacts.key(ctx.id, name))
+    return Result(result, ctx.artifacts.key(name))
 
 
 def _register(task: Task) -> None:
@@ -453,7 +520,16 @@ def _register(task: Task) -> None:
         return await run_text(ctx, task)
 
     handler.__name__ = task.name.replace("-", "_")
-    job_type(task.name)(handler)
+    # The studio's text workers: a paid feature, two at once per process, 2 GiB each.
+    job_type(
+        task.name,
+        plan="paid",
+        concurrency=2,
+        memory_mb=2048,
+        timeout_seconds=30 * 60,
+        payload=task.payload,
+        description=task.description,
+    )(handler)
 
 
 for _task in TASKS.values():

@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-from typing import Any
+from typing import Annotated, Literal
+
+import msgspec
 
 from pgcue.core.artifacts import PART
-from pgcue.workers.runtime.artifacts import store
 from pgcue.workers.runtime.context import JobContext, PermanentError, Result
 from pgcue.workers.runtime.registry import job_type
 from pgcue.workers.types import media
@@ -27,8 +28,15 @@ from pgcue.workers.types import media
 MAX_TEXT = 200_000
 DEFAULT_SEGMENT = 400
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n{2,}")
-_VOICE = re.compile(r"^[A-Za-z0-9_+/-]{1,60}$")
 SEGMENTS = "segments"
+
+
+class TtsPayload(msgspec.Struct, rename="camel", kw_only=True):
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT, description="what to say")]
+    voice: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_+/-]{1,60}$", description="an espeak-ng voice")] = "en"
+    speed: Annotated[int, msgspec.Meta(ge=80, le=450, description="words per minute")] = 175
+    format: Literal["wav", "mp3"] = "wav"
+    segment_chars: Annotated[int, msgspec.Meta(ge=20, le=5000)] = DEFAULT_SEGMENT
 
 
 def split_text(text: str, limit: int) -> list[str]:
@@ -53,37 +61,27 @@ def split_text(text: str, limit: int) -> list[str]:
     return segments
 
 
-def _options(payload: Any) -> tuple[str, str, int, str, int]:
-    if not isinstance(payload, dict):
-        raise PermanentError('tts needs a payload object: {"text": "...", "voice": "en", "speed": 175}')
-    text = payload.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise PermanentError("payload.text must be a non-empty string")
-    if len(text) > MAX_TEXT:
-        raise PermanentError(f"payload.text is {len(text)} characters; the limit is {MAX_TEXT}")
-    voice = str(payload.get("voice", "en"))
-    if not _VOICE.match(voice):
-        raise PermanentError(f"payload.voice {voice!r} is not an espeak-ng voice name")
-    try:
-        speed = int(payload.get("speed", 175))
-        segment_chars = int(payload.get("segmentChars", DEFAULT_SEGMENT))
-    except (TypeError, ValueError):
-        raise PermanentError("payload.speed and payload.segmentChars must be integers") from None
-    if not 80 <= speed <= 450:
-        raise PermanentError("payload.speed is words per minute, from 80 to 450")
-    if not 20 <= segment_chars <= 5000:
-        raise PermanentError("payload.segmentChars must be from 20 to 5000")
-    fmt = str(payload.get("format", "wav")).lower()
-    if fmt not in ("wav", "mp3"):
-        raise PermanentError("payload.format must be wav or mp3")
-    return text, voice, speed, fmt, segment_chars
-
-
-@job_type("tts")
+@job_type(
+    "tts",
+    plan="free",
+    concurrency=2,
+    memory_mb=1024,
+    timeout_seconds=30 * 60,
+    payload=TtsPayload,
+    description="text-to-speech rendering and merge",
+)
 async def tts(ctx: JobContext) -> Result:
-    text, voice, speed, fmt, segment_chars = _options(ctx.payload)
-    artifacts = store()
-    folder = artifacts.begin(ctx.id)
+    options = ctx.payload_as(TtsPayload)
+    text, voice, speed, fmt, segment_chars = (
+        options.text,
+        options.voice,
+        options.speed,
+        options.format,
+        options.segment_chars,
+    )
+    if not text.strip():
+        raise PermanentError("payload.text must not be blank")
+    folder = await ctx.artifacts.begin()
     work = folder / SEGMENTS
     work.mkdir(exist_ok=True)
     segments = split_text(text, segment_chars)
@@ -114,7 +112,7 @@ async def tts(ctx: JobContext) -> Result:
     await ctx.checkpoint()
     await ctx.stage("merge")
     name = f"speech.{fmt}"
-    with artifacts.writing(ctx.id, name) as out:
+    async with ctx.artifacts.writing(name) as out:
         merged = out if fmt == "wav" else work / f"merged.wav{PART}"
         if len(files) == 1:
             shutil.copyfile(files[0], merged)
@@ -138,4 +136,4 @@ async def tts(ctx: JobContext) -> Result:
         "voice": voice,
         "speed": speed,
     }
-    return Result(result, artifacts.key(ctx.id, name))
+    return Result(result, ctx.artifacts.key(name))

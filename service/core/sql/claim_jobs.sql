@@ -1,6 +1,6 @@
 -- claim_jobs: take up to $2 runnable jobs of type $1 for worker $3 with a lease of $4
--- seconds, round-robin across channels; each claimed job starts its next attempt and
--- gets a `running` event.
+-- seconds, round-robin across channels; each claimed job starts its next attempt under a
+-- new fence (its claim counter, which no retry resets) and gets a `running` event.
 -- params: $1 type text, $2 limit int, $3 worker id text, $4 lease seconds float8,
 --         $5 channel cursor text (the ring starts after it; '' = from the start),
 --         $6 per-channel running limit int (NULL = none; set only under claim_budget's lock)
@@ -81,6 +81,7 @@ WITH RECURSIVE ring (channel_id, first_channel, n) AS (
     UPDATE pgcue.jobs j
     SET state = 'running',
         attempts = j.attempts + 1,
+        fence = j.fence + 1,
         locked_by = $3,
         lease_expires_at = now() + make_interval(secs => $4),
         started_at = now(),
@@ -89,7 +90,7 @@ WITH RECURSIVE ring (channel_id, first_channel, n) AS (
     -- and may otherwise hash-join it against a sequential scan of the whole table.
     WHERE j.id = ANY (ARRAY(SELECT id FROM next))
     RETURNING j.id, j.type, j.channel_id, j.owner_id, j.priority, j.payload, j.attempts,
-              j.max_attempts, j.cancel_requested, j.stage, j.created_at, j.run_at, j.started_at
+              j.max_attempts, j.fence, j.cancel_requested, j.stage, j.created_at, j.run_at, j.started_at
 ), events AS (
     INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
     SELECT id, channel_id, owner_id, 'job:status',

@@ -1,7 +1,7 @@
 -- complete_jobs: record successful attempts, many at once (the worker's batched completer).
--- params: $1 ids uuid[], $2 attempts int[], $3 results text[] (JSON or NULL), $4 result paths text[]
--- Fenced: a row changes only if it is still running the attempt the worker claimed, so a
--- worker whose lease was lost changes nothing. A job whose cancellation was requested
+-- params: $1 ids uuid[], $2 fences bigint[], $3 results text[] (JSON or NULL), $4 result paths text[]
+-- Fenced: a row changes only if it is still running under the claim the worker made (its
+-- fence), so a worker whose lease was lost, even before a retry, changes nothing. A job whose cancellation was requested
 -- ends `cancelled`, never `completed`, and keeps no result.
 -- A finished child of a parked pipeline run wakes its run (see park_job.sql): one
 -- `wake` notification per distinct type woken, per statement.
@@ -25,8 +25,8 @@ WITH done AS (
         updated_at = now(),
         locked_by = NULL,
         lease_expires_at = NULL
-    FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[]) AS c(id, attempt, result, result_path)
-    WHERE j.id = c.id AND j.attempts = c.attempt AND j.state = 'running'
+    FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[]) AS c(id, fence, result, result_path)
+    WHERE j.id = c.id AND j.fence = c.fence AND j.state = 'running'
     RETURNING j.id, j.channel_id, j.owner_id, j.state, j.attempts, j.result_path, j.error_message, j.parent_id
 ), events AS (
     INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)

@@ -2,9 +2,9 @@
 -- backoff while attempts remain and the error is not permanent, else ends `failed`;
 -- a job whose cancellation was requested ends `cancelled` (this is also how a worker
 -- acknowledges a cancel at a checkpoint). Every attempt's error is kept in `errors`.
--- params: $1 ids uuid[], $2 attempts int[], $3 errors text[], $4 kinds text[]
+-- params: $1 ids uuid[], $2 fences bigint[], $3 errors text[], $4 kinds text[]
 --         ('error' | 'permanent' | 'timeout' | 'cancelled'), $5 retry delays float8[] (s)
--- Fenced by attempt, like complete_jobs. A child that ends (failed or cancelled) wakes
+-- Fenced by the claim's fence, like complete_jobs. A child that ends (failed or cancelled) wakes
 -- its parked pipeline run, as in complete_jobs.
 WITH failed AS (
     UPDATE pgcue.jobs j
@@ -20,13 +20,13 @@ WITH failed AS (
             THEN NULL ELSE now() END,
         error_message = f.error,
         errors = j.errors || jsonb_build_array(jsonb_build_object(
-            'attempt', j.attempts, 'at', now(), 'error', f.error, 'kind', f.kind)),
+            'attempt', j.attempts, 'at', pgcue.iso_ms(now()), 'error', f.error, 'kind', f.kind)),
         updated_at = now(),
         locked_by = NULL,
         lease_expires_at = NULL
-    FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::float8[])
-         AS f(id, attempt, error, kind, retry_in)
-    WHERE j.id = f.id AND j.attempts = f.attempt AND j.state = 'running'
+    FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::float8[])
+         AS f(id, fence, error, kind, retry_in)
+    WHERE j.id = f.id AND j.fence = f.fence AND j.state = 'running'
     RETURNING j.id, j.type, j.channel_id, j.owner_id, j.state, j.attempts, j.max_attempts,
               j.run_at, j.error_message, j.parent_id
 ), events AS (
@@ -34,7 +34,7 @@ WITH failed AS (
     SELECT id, channel_id, owner_id, 'job:status',
            jsonb_build_object('state', state, 'attempt', attempts, 'maxAttempts', max_attempts,
                               'errorMessage', error_message,
-                              'retryAt', CASE WHEN state = 'queued' THEN run_at END)
+                              'retryAt', CASE WHEN state = 'queued' THEN pgcue.iso_ms(run_at) END)
     FROM failed
 ), woken AS (
     UPDATE pgcue.jobs p

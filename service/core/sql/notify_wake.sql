@@ -1,4 +1,3 @@
--- notify_wake: a notification on the wake channel with payload $1. Workers use it to
--- probe their own LISTEN connection (a payload that is no job type wakes no producer).
--- params: $1 payload text
+-- notify_wake: wake the workers of job type $1 (a type was resumed: its queued jobs may run).
+-- params: $1 job type text
 SELECT pg_notify('pgcue_wake', $1);

@@ -4,9 +4,9 @@
 -- it sooner) or never on its own (NULL: 'infinity', a person must resume it).
 -- Run in the orchestrator's transaction, after the stage change and the child's enqueue:
 -- the child cannot finish before the run is parked, so its wake-up is never lost.
--- params: $1 id uuid, $2 attempt int, $3 waiting_for text ('children' | 'approval'),
+-- params: $1 id uuid, $2 fence bigint, $3 waiting_for text ('children' | 'approval'),
 --         $4 recheck seconds float8 (NULL = until woken)
--- Fenced by attempt; a run whose cancellation was requested is not parked (no row).
+-- Fenced by the claim's fence; a run whose cancellation was requested is not parked (no row).
 WITH parked AS (
     UPDATE pgcue.jobs j
     SET state = 'queued',
@@ -17,7 +17,7 @@ WITH parked AS (
         updated_at = now(),
         locked_by = NULL,
         lease_expires_at = NULL
-    WHERE j.id = $1 AND j.attempts = $2 AND j.state = 'running' AND NOT j.cancel_requested
+    WHERE j.id = $1 AND j.fence = $2 AND j.state = 'running' AND NOT j.cancel_requested
     RETURNING j.id, j.channel_id, j.owner_id, j.attempts, j.max_attempts, j.waiting_for
 ), events AS (
     INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)

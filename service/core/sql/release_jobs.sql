@@ -1,7 +1,8 @@
 -- release_jobs: give running jobs back to the queue without charging the attempt
 -- (a worker shutting down after its grace period). A job whose cancellation was
--- requested ends `cancelled` instead. Fenced by attempt.
--- params: $1 ids uuid[], $2 attempts int[]
+-- requested ends `cancelled` instead. Fenced by the claim's fence (which stays: the next
+-- claim takes a new one).
+-- params: $1 ids uuid[], $2 fences bigint[]
 WITH released AS (
     UPDATE pgcue.jobs j
     SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END,
@@ -12,8 +13,8 @@ WITH released AS (
         updated_at = now(),
         locked_by = NULL,
         lease_expires_at = NULL
-    FROM unnest($1::uuid[], $2::int[]) AS r(id, attempt)
-    WHERE j.id = r.id AND j.attempts = r.attempt AND j.state = 'running'
+    FROM unnest($1::uuid[], $2::bigint[]) AS r(id, fence)
+    WHERE j.id = r.id AND j.fence = r.fence AND j.state = 'running'
     RETURNING j.id, j.type, j.channel_id, j.owner_id, j.state, j.attempts
 ), events AS (
     INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)

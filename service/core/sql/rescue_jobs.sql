@@ -20,7 +20,7 @@ WITH expired AS (
         run_at = now(),
         error_message = 'lease expired: worker ' || j.locked_by || ' stopped heartbeating',
         errors = j.errors || jsonb_build_array(jsonb_build_object(
-            'attempt', j.attempts, 'at', now(), 'kind', 'rescued',
+            'attempt', j.attempts, 'at', pgcue.iso_ms(now()), 'kind', 'rescued',
             'error', 'lease expired: worker ' || j.locked_by || ' stopped heartbeating')),
         updated_at = now(),
         locked_by = NULL,

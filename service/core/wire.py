@@ -1,0 +1,183 @@
+"""The wire format: what the API answers and the client reads, defined once.
+
+camelCase JSON (msgspec `rename="camel"`); timestamps are ISO 8601 in UTC with
+milliseconds and a Z (`iso_ms`), the one format pgcue writes anywhere a person or a
+program reads a time. Only msgspec and the standard library here: the Python client
+imports this module without the server's dependencies.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Timestamp = Annotated[str, msgspec.Meta(description="ISO 8601, UTC, milliseconds: 2024-03-15T10:30:05.123Z")]
+
+
+def iso_ms(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with milliseconds and a Z: 2024-03-15T10:30:05.123Z."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:  # asyncpg's timestamptz values are in UTC already
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"  # drop "+00:00"
+
+
+class Wire(msgspec.Struct, rename="camel", kw_only=True):
+    """Base of every wire struct: snake_case in Python, camelCase in JSON."""
+
+
+class JobOut(Wire):
+    """A job as the API shows it (GET /api/jobs/{id} answers {"job": JobOut})."""
+
+    id: str
+    type: str
+    channel_id: str
+    state: str
+    cancel_requested: bool
+    result_path: str | None
+    result: Any
+    error_message: str | None
+    attempts: int
+    max_attempts: int
+    progress: int
+    progress_message: str | None
+    stage: str | None
+    priority: int
+    payload: Any
+    errors: list[dict[str, Any]]
+    run_at: Timestamp
+    created_at: Timestamp
+    started_at: Timestamp | None
+    completed_at: Timestamp | None
+    updated_at: Timestamp
+    duration_ms: int | None
+    parent_id: str | None = None  # the pipeline run this job works for
+    waiting_for: str | None = None  # a queued pipeline run: "children" or "approval"
+
+
+class JobEnvelope(Wire):
+    job: JobOut
+
+
+class JobPage(Wire):
+    jobs: list[JobOut]
+    next_cursor: str | None
+
+
+class JobList(Wire):
+    jobs: list[JobOut]
+
+
+class Cleared(Wire):
+    channel_id: str
+    deleted: int
+
+
+class NewJobBody(Wire, forbid_unknown_fields=True):
+    """A job to enqueue (POST /api/jobs). Unknown fields are refused (400)."""
+
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=63, description="a registered job type")]
+    channel_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="one of your channels")]
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    priority: Annotated[int, msgspec.Meta(ge=-1000, le=1000)] = 0
+    run_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+    unique_key: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=200,
+                description="at most one queued-or-running job per (type, channel, uniqueKey)",
+            ),
+        ]
+        | None
+    ) = None
+    on_conflict: Annotated[
+        Literal["return", "replace", "reject"],
+        msgspec.Meta(description="when uniqueKey is taken: return that job, replace its payload, or 409"),
+    ] = "return"
+
+
+class ResumeBody(Wire, forbid_unknown_fields=True):
+    """A person's decision on the stage a paused pipeline run waits on."""
+
+    decision: Literal["approve", "reject"]
+    feedback: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+
+
+class StatRow(Wire):
+    type: str
+    state: str
+    jobs: int
+    oldest_runnable_seconds: float | None
+
+
+class TypePolicyOut(Wire):
+    """A job type's scheduling policies (registry settings; `paused` is the operator's switch),
+    with what runs and waits against them in the caller's channels."""
+
+    type: str
+    paused: bool
+    global_concurrency: int | None
+    channel_concurrency: int | None
+    rate_limit: int | None
+    rate_period_seconds: int
+    running: int
+    queued: int
+
+
+class Stats(Wire):
+    depth: list[StatRow]
+    oldest_queued_seconds: float | None
+    workers_recent: int | None  # the fleet's workers seen in the last minute (admin keys only)
+    pipelines_awaiting_approval: int = 0  # pipeline runs paused for a person (POST /api/jobs/{id}/resume)
+    policies: list[TypePolicyOut] = msgspec.field(default_factory=list)
+    paused_channels: list[str] = msgspec.field(default_factory=list)  # of the caller's channels
+
+
+class Health(Wire):
+    status: str
+    detail: str | None = None
+
+
+class StageOut(Wire):
+    """One stage of a pipeline run."""
+
+    position: int
+    name: str
+    state: str
+    iteration: int
+    type: str
+    reviewer: str | None
+    max_iterations: int
+    approval: bool
+    feedback: list[dict[str, Any]]
+    child_id: str | None
+    review_child_id: str | None
+    result: Any
+    result_path: str | None
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+
+class StagesOut(Wire):
+    job: JobOut
+    waiting_for: str | None
+    stages: list[StageOut]
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """An RFC 9457 problem (application/problem+json): `detail` says what to fix and
+    `field`, when there is one, names the input at fault (`payload.text`, `runAt`, `cursor`)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+    required_plan: str | None = None
+    errors: list[dict[str, Any]] | None = None
