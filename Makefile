@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup run test bench lint db migrate clean schema-snapshot
+.PHONY: setup run test test-package wheelhouse bench lint db migrate clean schema-snapshot
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,7 +18,13 @@ run: setup  ## database (embedded default), migrations, API and one worker per j
 	$(BIN)/pgcue dev
 
 test: setup  ## the test suite against PostgreSQL (PGCUE_TEST_DSN, default 127.0.0.1:5432)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/package
+
+wheelhouse: setup  ## wheels of pgcue and of everything constraints.txt pins for it, in build/wheelhouse
+	$(BIN)/pip wheel --quiet -c constraints.txt -w build/wheelhouse .
+
+test-package: wheelhouse  ## the wheel installed outside the checkout with no index migrates and runs a worker
+	$(BIN)/pytest -q tests/package
 
 bench: setup  ## benchmarks (not part of make test); results in bench/results/
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
@@ -32,7 +38,7 @@ db: setup  ## apply migrations to the configured database
 	$(BIN)/pgcue migrate
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache build
 
 schema-snapshot: setup  ## regenerate migrations/schema.sql from a replay of migrations/ (review the diff)
 	$(BIN)/python -m tests.helpers.snapshot

@@ -6,7 +6,7 @@ import base64
 import binascii
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
@@ -19,13 +19,12 @@ from pgcue.core.errors import InvalidJob, UnknownJobType
 from pgcue.core.models import Job, NewJob
 from pgcue.core.queue import Queue
 from pgcue.core.queue.enqueue import check_run_at
-from pgcue.core.states import parse_state
+from pgcue.core.states import StateFilter, parse_state
 from pgcue.core.wire import Cleared, JobEnvelope, JobList, JobPage, NewJobBody, StatRow, Stats, TypePolicyOut
 
 MAX_LIMIT = 200
 RECENT = 6  # the six most recently completed results, as the studio's results strip shows
 WORKERS_RECENT_SECONDS = 60.0
-StateFilter = Literal["queued", "running", "completed", "failed", "cancelled", "submitted", "succeeded"]
 
 
 def encode_cursor(job: Job) -> str:

@@ -39,6 +39,7 @@ from pgcue.api.hub import Batch, EventHub, Subscriber, TooManyStreams
 from pgcue.api.jobs import JobIdPath
 from pgcue.api.problems import bad_request, responses, too_many
 from pgcue.core.events import START, BadCursor, Cursor, Event, advance
+from pgcue.core.states import EventKind
 from pgcue.core.wire import iso_ms
 
 _encode = msgspec.json.Encoder().encode
@@ -52,7 +53,7 @@ LastEventId = Annotated[
     ),
 ]
 STREAM_DESCRIPTION = (
-    "text/event-stream. Events: job:status, job:output, job:progress, stage:updated; data is JSON "
+    f"text/event-stream. Events: {', '.join(k.value for k in EventKind)}; data is JSON "
     "{eventId, jobId, channelId, createdAt, ...the event's fields}. Every event has an id: to resume with "
     "Last-Event-ID; comment lines keep the connection alive. When the server shuts down the stream ends with "
     "`event: shutdown` whose id: resumes it (reconnect with it as Last-Event-ID)."

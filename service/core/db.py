@@ -64,6 +64,8 @@ def describe(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+IDLE_SECONDS = 15.0
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
@@ -100,10 +102,14 @@ def _connect_kwargs(settings: Settings, application_name: str) -> dict[str, Any]
 async def create_pool(
     settings: Settings, *, min_size: int = 1, max_size: int = 4, application_name: str = "pgcue"
 ) -> asyncpg.Pool:
-    """A pool for queue operations; every connection decodes JSON with msgspec."""
+    """A pool for queue operations; every connection decodes JSON with msgspec. A
+    connection idle for IDLE_SECONDS is closed (down to min_size), so a burst (a worker's
+    start-up, a spike of requests) does not leave a process holding connections it no
+    longer uses."""
     pool = await asyncpg.create_pool(
         min_size=min_size,
         max_size=max_size,
+        max_inactive_connection_lifetime=IDLE_SECONDS,
         init=_init_connection,
         reset=_keep_session,
         **_connect_kwargs(settings, application_name),

@@ -103,8 +103,11 @@ def _verify(have: dict[int, str], known: list[Migration], schema: str) -> None:
             )
 
 
-def migrate(conn: psycopg.Connection[Any], schema: str = "pgcue", *, lock_timeout: float = 10.0) -> list[Migration]:
-    """Apply every migration not yet applied; returns those it applied (none the second time).
+def migrate(
+    conn: psycopg.Connection[Any], schema: str = "pgcue", *, lock_timeout: float = 10.0, target: int | None = None
+) -> list[Migration]:
+    """Apply every migration not yet applied (up to version `target`, when given); returns
+    those it applied (none the second time).
 
     Runs under a transaction-scoped advisory lock, so several processes starting at once
     apply each migration once; each migration commits with its record, or not at all.
@@ -113,6 +116,8 @@ def migrate(conn: psycopg.Connection[Any], schema: str = "pgcue", *, lock_timeou
     known = available()
     done: list[Migration] = []
     for migration in known:
+        if target is not None and migration.version > target:
+            break
         try:
             with conn.transaction():
                 sql.fetch_sync(conn, "lock_migrations")  # first: even CREATE SCHEMA IF NOT EXISTS races

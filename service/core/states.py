@@ -32,6 +32,18 @@ ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
 STATE_ALIASES = {"submitted": JobState.QUEUED, "succeeded": JobState.COMPLETED}
 
 
+class StateFilter(enum.StrEnum):
+    """What a list of jobs may be filtered by: a state, or one of its other names."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SUBMITTED = "submitted"
+    SUCCEEDED = "succeeded"
+
+
 def parse_state(name: str) -> JobState:
     """A state by its name or alias; ValueError for anything else."""
     return STATE_ALIASES.get(name) or JobState(name)

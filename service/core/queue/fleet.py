@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pgcue.core.errors import UnknownJobType
 from pgcue.core.models import DepthRow, Stats, TypePolicy
+from pgcue.core.states import JobState
 
 if TYPE_CHECKING:
     from pgcue.core.queue import Queue
@@ -98,4 +99,5 @@ class Fleet:
     async def metrics_snapshot(self) -> list[dict[str, Any]]:
         """One row per (type, state) with counts, policies and the vacuum horizon
         (sql/metrics_snapshot.sql); read by the API's /metrics at most every few seconds."""
-        return [dict(r) for r in await self.q.sql.fetch(self.q.pool, "metrics_snapshot")]
+        states = [s.value for s in JobState]
+        return [dict(r) for r in await self.q.sql.fetch(self.q.pool, "metrics_snapshot", states)]

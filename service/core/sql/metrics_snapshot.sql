@@ -1,4 +1,5 @@
 -- metrics_snapshot: everything the database-derived Prometheus gauges need, in one query.
+-- params: $1 the job states text[] (pgcue.core.states.JobState, so no state list lives here)
 -- One row per (registered job type, state) with its job count and, on the `queued` row,
 -- the age of the oldest runnable job (0 when none); every row also carries the
 -- database-wide vacuum signals (the same values repeated), so a fleet with no job types
@@ -23,7 +24,7 @@ WITH counts AS (
     SELECT t.name AS type, s.state, t.paused, t.global_concurrency, t.channel_concurrency,
            t.rate_limit, t.rate_period_seconds
     FROM pgcue.job_types t
-    CROSS JOIN unnest(ARRAY['queued', 'running', 'completed', 'failed', 'cancelled']) AS s(state)
+    CROSS JOIN unnest($1::text[]) AS s(state)
 ), horizon AS (
     SELECT
         coalesce((SELECT extract(epoch FROM now() - min(a.xact_start))

@@ -1,0 +1,70 @@
+"""The package as a studio installs it: a wheel built from the repository, installed into a
+fresh virtualenv outside the checkout from a wheelhouse with no index, migrates an empty
+database from the migrations it ships, and runs a worker that completes a job.
+
+Run by `make test-package` (it builds wheels; `make test` leaves it out)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.timeout(600)
+WHEELHOUSE = Path(os.environ.get("PGCUE_WHEELHOUSE", ROOT / "build" / "wheelhouse"))
+
+
+def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, **kw)  # type: ignore[call-overload]
+    assert result.returncode == 0, f"{argv}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    return result  # type: ignore[no-any-return]
+
+
+def test_a_wheel_installed_outside_the_checkout_migrates_and_runs_a_worker(empty_database: str, tmp_path: Path) -> None:
+    # The project's wheel, beside the wheels of everything constraints.txt pins (make wheelhouse).
+    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(WHEELHOUSE), str(ROOT)])
+    wheels = sorted(WHEELHOUSE.glob("pgcue-*.whl"))
+    assert wheels, "no pgcue wheel was built"
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = str(env_dir / "bin" / "python")
+    _run([python, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(WHEELHOUSE), "pgcue"])
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGCUE_", "PYTHON", "VIRTUAL_ENV"))}
+    env.update(PGCUE_DATABASE_URL=empty_database, PGCUE_LOG_FORMAT="json", PGCUE_ARTIFACTS_DIR=str(outside / "a"))
+    pgcue = str(env_dir / "bin" / "pgcue")
+
+    where = _run(
+        [python, "-c", "import pgcue, pgcue.migrations as m; print(pgcue.__file__, m.__path__[0])"],
+        cwd=outside,
+        env=env,
+    )
+    assert str(env_dir) in where.stdout and str(ROOT) not in where.stdout  # the installed copy, not the checkout
+    migrated = _run([pgcue, "migrate"], cwd=outside, env=env)
+    assert "applied 0001_core" in migrated.stdout
+    _run([pgcue, "migrate", "--check"], cwd=outside, env=env)
+    public = _run(
+        [python, "-c", "from pgcue import job_type, JobContext, Result, PermanentError, Queue, pipeline, Stage"],
+        cwd=outside,
+        env=env,
+    )
+    assert public.returncode == 0
+
+    worker = subprocess.Popen([pgcue, "worker", "--type", "echo"], cwd=outside, env=env, stderr=subprocess.PIPE)
+    try:
+        done = _run(
+            [pgcue, "jobs", "enqueue", "--type", "echo", "--channel", "demo", "--payload", '{"hi": 1}', "--wait", "60"],
+            cwd=outside,
+            env=env,
+        )
+        assert '"state": "completed"' in done.stdout and '"hi": 1' in done.stdout
+    finally:
+        worker.terminate()
+        worker.wait(30)
