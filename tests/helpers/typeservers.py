@@ -1,10 +1,12 @@
 """Local HTTP servers for the job-type tests, on loopback only: files to download and a
 small OpenAI-compatible chat-completions endpoint (streamed and not). Real sockets, real
-HTTP; each server runs in a thread and records the requests it answered."""
+HTTP; each server runs in a thread and records the connections it accepted and the requests it
+answered."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +21,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     routes: dict[str, Route]
     requests: list[tuple[str, str, dict[str, str], bytes]]
+    connections: int = 0  # accepted, whether or not a request followed
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.connections += 1
+        super().process_request(request, client_address)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -52,14 +63,17 @@ def send(h: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str, length
 
 
 @contextmanager
-def serve(routes: dict[str, Route]) -> Iterator[tuple[str, _Server]]:
-    server = _Server(("127.0.0.1", 0), _Handler)
+def serve(routes: dict[str, Route], host: str = "127.0.0.1", port: int = 0) -> Iterator[tuple[str, _Server]]:
+    """Serve `routes` on `host` (a loopback address: 127.0.0.1, another of 127/8, ::1); yields
+    the base URL and the server."""
+    server = (_Server6 if ":" in host else _Server)((host, port), _Handler)
     server.routes = routes
     server.requests = []
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
+    netloc = f"[{host}]" if ":" in host else host
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", server
+        yield f"http://{netloc}:{server.server_address[1]}", server
     finally:
         server.shutdown()
         server.server_close()
