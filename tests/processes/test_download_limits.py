@@ -186,7 +186,7 @@ async def test_a_download_slower_than_the_minimum_rate_fails_its_attempt_and_is_
         closes = await asyncio.to_thread(trickle.wait_closes, 2, 20)
         (job,) = await get_all(queue, [job_id])
 
-    slow = f"{base}/trickle.bin sent less than 1000 bytes/s over 1 s (transient; will retry)"
+    slow = f"{base}/trickle.bin sent less than 1000 bytes/s over 1 s (transient)"
     assert job.state == "failed", (job.state, job.errors)
     # Transient: the first attempt's failure put the job back in the queue, and it ran again.
     assert job.attempts == 2 and [(e["attempt"], e["kind"]) for e in job.errors] == [(1, "error"), (2, "error")]
@@ -224,7 +224,7 @@ async def test_a_server_that_goes_silent_fails_the_attempt_at_the_total_time_lim
 
     for job, path in zip(jobs, ("after_head.bin", "mute.bin"), strict=True):
         assert job.state == "failed", (path, job.state, job.errors)
-        expected = f"RuntimeError: {base}/{path} exceeded the total time limit of 2 s (transient; will retry)"
+        expected = f"RuntimeError: {base}/{path} exceeded the total time limit of 2 s (transient)"
         assert [(e["kind"], e["error"]) for e in job.errors] == [("error", expected)], (path, job.errors)
         assert 1.9 <= attempt_seconds(job) < 6, (path, attempt_seconds(job))
     assert closes == [1, 1]

@@ -35,7 +35,7 @@ from urllib.parse import unquote, urlsplit
 import msgspec
 
 from pgcue.core.artifacts import safe_name
-from pgcue.workers.runtime.context import JobContext, PermanentError, Result
+from pgcue.workers.runtime.context import JobCancelled, JobContext, PermanentError, Result
 from pgcue.workers.runtime.registry import job_type
 from pgcue.workers.types.fetch import (
     AddressNotAllowed,
@@ -66,6 +66,7 @@ ALLOWED = (
 )
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 PERMANENT = (AddressNotAllowed, InvalidURL, TooManyRedirects, ResponseTooLarge)
+SETTINGS = FetchSettings.from_env()  # read (and checked) when a worker loads the type
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=r"^[hH][tT][tT][pP][sS]?://")]
 
 
@@ -136,7 +137,7 @@ async def _fetch(
         async with fetcher.stream(res.url, max_bytes=max_bytes) as response:
             status = response.status_code
             if status in TRANSIENT_STATUS:
-                raise RuntimeError(f"{res.shown}: HTTP {status} (transient; will retry)")
+                raise RuntimeError(f"{res.shown}: HTTP {status} (transient)")
             if status >= 400:
                 raise PermanentError(f"{res.shown}: HTTP {status}")
             ctype = response.headers.get("content-type", "application/octet-stream").split(";")[0].strip().lower()
@@ -160,10 +161,10 @@ async def _fetch(
         raise PermanentError(str(exc)) from None
     except BadStatus as exc:
         if exc.status_code in TRANSIENT_STATUS:
-            raise RuntimeError(f"{exc} (transient; will retry)") from None
+            raise RuntimeError(f"{exc} (transient)") from None
         raise PermanentError(str(exc)) from None
     except FetchError as exc:  # too slow, timed out, connection failed: worth another try
-        raise RuntimeError(f"{exc} (transient; will retry)") from None
+        raise RuntimeError(f"{exc} (transient)") from None
     return {
         "url": res.shown,
         "name": res.name,
@@ -186,12 +187,11 @@ async def _fetch(
 )
 async def download(ctx: JobContext) -> Result:
     resources, max_bytes, allow = _resources(ctx)
-    settings = FetchSettings.from_env()
     await ctx.artifacts.begin()
     files: list[dict[str, Any]] = []
     n = len(resources)
     try:
-        async with settings.fetcher(max_bytes=max_bytes) as fetcher:
+        async with SETTINGS.fetcher(max_bytes=max_bytes) as fetcher:
             for i, res in enumerate(resources):
                 await ctx.checkpoint()
                 done = ctx.artifacts.path(res.name)
@@ -218,7 +218,7 @@ async def download(ctx: JobContext) -> Result:
 
                 files.append(await ctx.cancellable(_fetch(ctx, fetcher, res, max_bytes, allow, report)))
                 ctx.progress(100 * (i + 1) / n, f"{i + 1} of {n} downloaded")
-    except PermanentError:
+    except (PermanentError, JobCancelled):  # nothing is kept of a download that will not finish
         await ctx.artifacts.discard()
         raise
     return Result(

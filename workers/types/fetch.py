@@ -125,7 +125,8 @@ class FetchSettings(msgspec.Struct, frozen=True, kw_only=True):
     public (comma-separated: `mirror.internal,10.1.2.0/24`); everything else must resolve
     to public unicast addresses only. total_timeout: seconds for one file, start to end.
     min_rate / rate_window: a file must arrive at least min_rate bytes/s, averaged over
-    rate_window seconds, or it fails (and is retried)."""
+    rate_window seconds, or it fails (and is retried). An allowed IP network opens every
+    spelling of its addresses (127.1 is 127.0.0.1) but not their IPv6 forms."""
 
     allow_hosts: tuple[str, ...] = ()
     total_timeout: float = 900.0
@@ -133,6 +134,19 @@ class FetchSettings(msgspec.Struct, frozen=True, kw_only=True):
     rate_window: float = 10.0
     connect_timeout: float = 10.0
     max_redirects: int = 5
+
+    def __post_init__(self) -> None:
+        # Checked when a worker loads its types, so a bad value stops it at start-up with
+        # a message naming the variable, not every download with a retryable error.
+        for name in ("total_timeout", "rate_window", "connect_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"PGCUE_FETCH_{name.upper()} must be greater than 0")
+        if self.min_rate < 0 or self.max_redirects < 0:
+            raise ValueError("PGCUE_FETCH_MIN_RATE and PGCUE_FETCH_MAX_REDIRECTS must be 0 or more")
+        try:
+            AllowList(self.allow_hosts)
+        except ValueError as exc:
+            raise ValueError(f"PGCUE_FETCH_ALLOW_HOSTS: {exc}") from None
 
     @classmethod
     def from_env(cls) -> FetchSettings:
