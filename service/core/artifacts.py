@@ -120,7 +120,14 @@ class LocalArtifacts:
         return path if path.is_file() else None
 
     def discard(self, job_id: uuid.UUID) -> None:
-        shutil.rmtree(self.folder(job_id), ignore_errors=True)
+        # Only a folder that is not there is nothing to do. Any other error (the artifacts
+        # directory unreadable, not a directory, a read-only disk) is raised: the caller
+        # must not believe the folder gone (the sweeper would forget the deletion, and the
+        # files would outlive their job for good).
+        try:
+            shutil.rmtree(self.folder(job_id))
+        except FileNotFoundError:
+            pass
 
     def files(self, job_id: uuid.UUID) -> list[str]:
         """Names of the job's complete files (temporary ones excluded)."""

@@ -35,6 +35,11 @@ def sqlstate(exc: BaseException) -> str:
 
 def unavailable(exc: BaseException) -> bool:
     """True when `exc` says the database cannot be reached or cannot serve us now."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        # A file's error (an artifacts directory that is not one, a full disk): the driver's
+        # socket errors name no file, not even a Unix socket's. Taken for a lost
+        # connection, it was retried quietly for ever instead of failing what did it.
+        return False
     if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError | psycopg.OperationalError):
         # InterfaceError: a connection closed under us; InternalClientError: asyncpg's
         # protocol state broke when the server ended the connection mid-operation.

@@ -10,6 +10,8 @@ import asyncio
 import os
 from typing import Any
 
+import msgspec
+
 from pgcue.workers.runtime.context import JobContext, PermanentError, Result
 from pgcue.workers.runtime.registry import job_type
 
@@ -117,3 +119,88 @@ async def quick(ctx: JobContext) -> Any:
     await asyncio.sleep(float(ctx.payload.get("sleep", 0.01)))
     trace("end", ctx)
     return {"n": ctx.payload.get("n")}
+
+
+def _is_open(gate: str) -> bool:
+    """A gate is a file the test creates; one stat, cheap enough to poll from a handler."""
+    return os.path.exists(gate)
+
+
+@job_type("t-gated", concurrency=1, lease_seconds=2, max_attempts=1)
+async def gated(ctx: JobContext) -> Any:
+    """One attempt, a short lease, and a gate per attempt: writes a line tagged with its
+    fence, waits (never checking for cancellation, as a handler stuck in a library call
+    would) until the file <gates>/<fence> exists, writes another line and returns its
+    fence. A test opens each attempt's gate and can tell one attempt's writes from
+    another's (tests/processes/test_fencing.py)."""
+    tag = f"fence {ctx.fence} pid {os.getpid()}"
+    trace("start", ctx)
+    ctx.progress(10, tag)
+    ctx.output(f"{tag}: started\n")
+    gate = os.path.join(ctx.payload["gates"], str(ctx.fence))
+    while not _is_open(gate):
+        await asyncio.sleep(0.02)
+    trace("end", ctx)
+    ctx.progress(90, tag)
+    ctx.output(f"{tag}: finishing\n")
+    return {"fence": ctx.fence, "pid": os.getpid()}
+
+
+# Per process: how many jobs of each barrier group arrived, and the event that lets them go.
+_barriers: dict[str, tuple[list[int], asyncio.Event]] = {}
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@job_type("t-outcomes", concurrency=50, lease_seconds=10, max_attempts=1)
+async def outcomes(ctx: JobContext) -> Any:
+    """Returns the outcome its payload's `kind` names, after every job of its `group`
+    (`size` of them) has arrived in this process, so that a group's outcomes finish in the
+    same loop turn and reach the completer as one batch (tests/processes/test_outcomes.py).
+    Bounded: a group that never fills goes on after 30 s.
+
+    ok: a result and an artifact key; nul-path: a resultPath with a NUL (the runtime's own
+    check); surrogate-path: a resultPath with a lone surrogate, which no check here catches
+    and the driver cannot encode; refused-json: JSON PostgreSQL's jsonb refuses (a number
+    past numeric's range, passed through as msgspec.Raw as an upstream API's answer would
+    be); deep: a result nested deeper than the encoder goes."""
+    group, size = str(ctx.payload["group"]), int(ctx.payload["size"])
+    arrived, everyone = _barriers.setdefault(group, ([0], asyncio.Event()))
+    arrived[0] += 1
+    if arrived[0] >= size:
+        everyone.set()
+    try:
+        await asyncio.wait_for(everyone.wait(), 30)
+    except TimeoutError:
+        pass
+    n, kind = ctx.payload.get("n"), ctx.payload.get("kind", "ok")
+    if kind == "nul-path":
+        return Result({"n": n}, path=f"{ctx.id}/a\x00b.txt")
+    if kind == "surrogate-path":
+        return Result({"n": n}, path=f"{ctx.id}/clip-\udc80.wav")
+    if kind == "refused-json":
+        return msgspec.Raw(b'{"n": 1e999999}')
+    if kind == "deep":
+        return {"n": n, "tree": _nested(5000)}
+    return Result({"n": n}, path=f"{ctx.id}/ok.txt")
+
+
+@job_type("t-exact-output", concurrency=1, lease_seconds=30)
+async def exact_output(ctx: JobContext) -> Any:
+    """Writes "0 1 2 ... " as fast as it can (a token every 5 ms) until the file `gate`
+    exists, then "end <tokens>\n", and returns how many tokens it wrote: the test knows
+    exactly what the job:output events must add up to."""
+    gate = ctx.payload["gate"]
+    i = 0
+    while not _is_open(gate):
+        ctx.output(f"{i} ")
+        i += 1
+        await asyncio.sleep(0.005)
+    ctx.output(f"end {i}\n")
+    ctx.log.info("exact output written", tokens=i)
+    return {"tokens": i}

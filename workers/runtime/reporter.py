@@ -59,6 +59,30 @@ class ProgressReporter:
                 if report.job_id not in held:
                     self.worker.lost(report.job_id)
 
+    async def settle(self, ctx: JobContext) -> None:
+        """Before a job's outcome is recorded: wait until everything it buffered is written,
+        riding out an unavailable database. Once the outcome is recorded the job is no
+        longer running and a report of it is refused (fenced), so output restored after a
+        failed write and written after the outcome would be lost. A write in flight (the
+        lock is held) may hold the job's output: wait for it to end, or fail and restore."""
+        backoff = 0.05
+        while not ctx.lost:
+            if self._lock.locked():
+                async with self._lock:
+                    pass
+                continue
+            if not ctx.has_pending():
+                return
+            try:
+                await self.flush()
+            except Exception as exc:
+                if not db.unavailable(exc):  # not a blip, and not this job's values (flush handles those)
+                    ctx.log.error("last progress report failed; recording the outcome anyway", error=str(exc))
+                    return
+                ctx.log.warning("last progress report failed; will retry", error=db.describe(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
     async def _one_by_one(self, taken: list[tuple[JobContext, Any, ProgressReport]]) -> set[uuid.UUID]:
         """After the database refused a batch for one job's values: each report alone; a
         report refused again is dropped (logged), the job's other writes go on."""

@@ -222,11 +222,7 @@ class Worker:
             outcome = await self._execute(running)
             if outcome is None:
                 return
-            if ctx.has_pending():
-                try:
-                    await self.reporter.flush()
-                except Exception as exc:  # the outcome matters more: record it anyway
-                    ctx.log.warning("last progress report failed", error=db.describe(exc))
+            await self.reporter.settle(ctx)  # its output first: after the outcome it would be refused
             state = await self.completer.submit(outcome)
             if state is None:
                 ctx.log.warning("outcome not recorded: the job is no longer held by this worker")

@@ -33,6 +33,8 @@ def json_text(value: Any, what: str, field: str | None = None) -> str:
         text = _encode(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidJob(f"{what} is not JSON-serialisable: {exc}", field) from exc
+    except RecursionError:
+        raise InvalidJob(f"{what} is nested too deeply to be stored", field) from None
     if b"\\u0000" in text:
         raise InvalidJob(f"{what} contains a NUL character (\\u0000), which PostgreSQL cannot store", field)
     return text.decode()
@@ -134,6 +136,8 @@ def payload_texts(payloads: list[Any]) -> list[str]:
         encoded = [_encode(p) for p in payloads]
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidJob(f"payload is not JSON-serialisable: {exc}", "payload") from exc
+    except RecursionError:
+        raise InvalidJob("payload is nested too deeply to be stored", "payload") from None
     if b"\\u0000" in b"\n".join(encoded):
         raise InvalidJob("payload contains a NUL character (\\u0000), which PostgreSQL cannot store", "payload")
     return [text.decode() for text in encoded]
