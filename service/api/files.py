@@ -107,7 +107,10 @@ async def job_artifact(
     path = store.local_path(key)
     if path is None:
         raise not_found(f"artifact {key} is not in the store (removed, or the job is not finished)")
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:  # removed between the lookup and now (its job was deleted)
+        raise not_found(f"artifact {key} is not in the store (removed, or the job is not finished)") from None
     media_type = content_type(path.name)
     disposition = "attachment" if is_active(media_type) else "inline"
     headers = {

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(120)
 BAD_OUTCOMES = {
     "nul-path": "resultPath must be text",  # the runtime's own check
     "deep": "result is nested too deeply",  # the runtime's own check
-    "surrogate-path": "the result could not be stored",  # refused by the driver, in the batch
+    "surrogate-path": "resultPath must be text",  # the runtime's own check (invalid Unicode)
     "refused-json": "the result could not be stored",  # refused by PostgreSQL, in the batch
 }
 

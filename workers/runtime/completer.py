@@ -48,6 +48,8 @@ class Completer:
 
     async def run(self) -> None:
         backoff = 0.1
+        if self._pending:  # restarted after a failure: what it kept is still to be written
+            self._wake.set()
         while True:
             await self._wake.wait()
             self._wake.clear()

@@ -233,6 +233,12 @@ class Worker:
         except asyncio.CancelledError:
             self._released.append((job.id, job.fence))
             raise
+        except Exception as exc:  # a bug past the handler: never a silent, stuck job
+            ctx.log.exception("recording the job's outcome failed; giving it back", error=_describe(exc))
+            try:
+                await self.queue.release([(job.id, job.fence)])
+            except Exception as again:
+                ctx.log.warning("could not give the job back; it returns when its lease expires", error=str(again))
         finally:
             self.running.pop(job.id, None)
             self.busy[spec.name] -= 1
@@ -277,8 +283,10 @@ class Worker:
             value, path = value.data, value.path
         try:
             json_text(value, "result")
-            if path is not None and (not isinstance(path, str) or "\x00" in path or len(path) > 1000):
-                raise InvalidJob("resultPath must be text of at most 1000 characters, without NUL")
+            if path is not None and (
+                not isinstance(path, str) or "\x00" in path or len(path) > 1000 or not _utf8(path)
+            ):
+                raise InvalidJob("resultPath must be text of at most 1000 characters, without NUL or invalid Unicode")
         except InvalidJob as exc:
             return Outcome(failure=Failure(job.id, job.fence, str(exc), FailureKind.PERMANENT))
         return Outcome(completion=Completion(job.id, job.fence, value, path))
@@ -324,6 +332,14 @@ def install_signal_handlers(worker: Worker) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_stop)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _describe(exc: BaseException) -> str:

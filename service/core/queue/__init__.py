@@ -311,6 +311,12 @@ class Queue:
         return await self.record((), failures)
 
     async def _record(self, completions: Sequence[Completion], failures: Sequence[Failure]) -> dict[uuid.UUID, str]:
+        if completions and failures:  # both or neither: one transaction
+            async with self.transaction() as tx:
+                return await tx._record_on(completions, failures)
+        return await self._record_on(completions, failures)
+
+    async def _record_on(self, completions: Sequence[Completion], failures: Sequence[Failure]) -> dict[uuid.UUID, str]:
         states: dict[uuid.UUID, str] = {}
         if completions:
             rows = await self.sql.fetch(

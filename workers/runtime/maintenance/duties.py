@@ -113,6 +113,8 @@ class ArtifactSweeper(_Duty):
     def _old_folders(self) -> list[uuid.UUID]:
         root = Path(self.store.root)
         if not root.is_dir():
+            if root.exists():
+                log.warning("the artifacts directory is not a directory; no orphans can be swept", path=str(root))
             return []
         now = time.time()
         candidates: list[uuid.UUID] = []
