@@ -93,9 +93,23 @@ def _field_of(key: str) -> str:
     return key.removeprefix("$.")
 
 
-def _on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+def _wire_name(request: Request[Any, Any, Any], key: str) -> str:
+    """A parameter's name as the caller sends it (state, Idempotency-Key, Last-Event-ID),
+    where Litestar reports the handler's argument (job_state, idempotency_key)."""
+    try:
+        param = request.route_handler.parsed_fn_signature.parameters.get(key)
+    except Exception:  # no route (an error before routing): nothing to rename
+        return key
+    kwarg = getattr(param, "kwarg_definition", None)
+    return getattr(kwarg, "query", None) or getattr(kwarg, "header", None) or key
+
+
+def _on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     extra = exc.extra if isinstance(exc.extra, list) else None
     errors = [{k: str(v) for k, v in e.items()} for e in extra if isinstance(e, dict)] if extra else None
+    for e in errors or []:
+        if "key" in e:
+            e["key"] = _wire_name(request, e["key"])
     # Name the field in the message: "onConflict: Invalid enum value 'maybe'".
     text = " ".join(
         f"{e['key']}: {e.get('message', '')}" if e.get("key") else str(e.get("message", "")) for e in errors or []
