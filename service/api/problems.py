@@ -7,7 +7,9 @@ cursor). A database that cannot serve us is a 503 with Retry-After.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 import structlog
@@ -47,6 +49,10 @@ def unauthenticated(detail: str) -> ApiProblem:
 
 def not_found(detail: str) -> ApiProblem:
     return ApiProblem(404, "not-found", "Not found", detail)
+
+
+def not_a_job_id(text: str) -> ApiProblem:
+    return not_found(f"{text[:60]!r} is not a job id (job ids are UUIDs such as 0190b2c4-…)")
 
 
 def too_many(detail: str, retry_after: int = 5) -> ApiProblem:
@@ -141,7 +147,28 @@ _HTTP_KINDS = {
 }
 
 
-def _on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def _unroutable_job_id(request: Request[Any, Any, Any]) -> str | None:
+    """The id of a request to a job route that routing could not match, when it is not a
+    UUID: an id holding an encoded slash (the server decodes %2F into more segments), or
+    `recent` under DELETE (the path belongs to GET /api/jobs/recent). None otherwise."""
+    path = (request.scope.get("raw_path") or b"").decode("latin-1")  # as sent, still percent-encoded
+    for route in request.app.routes:
+        if "{job_id:str}" not in route.path or request.method not in getattr(route, "methods", ()):
+            continue
+        prefix, _, suffix = route.path.partition("{job_id:str}")
+        segment = path.removeprefix(prefix).removesuffix(suffix) if path.endswith(suffix) else ""
+        if path.startswith(prefix) and segment and "/" not in segment:
+            text = unquote(segment, errors="replace")
+            try:
+                uuid.UUID(text)
+            except ValueError:
+                return text
+    return None
+
+
+def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if exc.status_code in (404, 405) and (bad_id := _unroutable_job_id(request)) is not None:
+        return _response(not_a_job_id(bad_id))
     kind, title = _HTTP_KINDS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = str(exc.detail)
     if exc.status_code == 404:
