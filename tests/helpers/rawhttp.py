@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 
@@ -84,3 +86,79 @@ async def _dechunk(reader: asyncio.StreamReader) -> bytes:
             return bytes(out)
         out += await reader.readexactly(size)
         await reader.readexactly(2)
+
+
+@dataclass
+class Stream:
+    """An open text/event-stream response on a bare socket: read it as slowly as you
+    like, or not at all (the server's writes then back up into the socket buffers)."""
+
+    answer: Answer
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def open_stream(
+    port: int,
+    target: str,
+    *,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    rcvbuf: int | None = None,
+    timeout: float = 10.0,
+) -> Stream:
+    """GET `target` and return once the answer's headers are in. `rcvbuf` shrinks the
+    socket's receive buffer, so that a client that stops reading stops the server sooner."""
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    async with asyncio.timeout(timeout):
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
+        lines = [b"GET " + target.encode("latin-1") + b" HTTP/1.1", b"Host: 127.0.0.1"]
+        lines += [name + b": " + value for name, value in headers or []]
+        writer.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *header_lines = head[:-4].split(b"\r\n")
+    answer = Answer(int(status_line.split()[1]), streaming=True)
+    for line in header_lines:
+        name, _, value = line.partition(b":")
+        answer.headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    return Stream(answer, reader, writer)
+
+
+async def sse_frames(stream: Stream, *, piece: int = 65_536, pause: float = 0.0) -> AsyncIterator[bytes]:
+    """The frames (the text between blank lines) of a chunked text/event-stream, read
+    `piece` bytes at a time with `pause` seconds between reads (a slow client). Ends when
+    the server ends the stream (its last chunk) or closes the connection."""
+    raw = bytearray()  # received, not yet de-chunked
+    text = bytearray()  # de-chunked, not yet split into frames
+    finished = False
+    while not finished:
+        data = await stream.reader.read(piece)
+        if not data:
+            return
+        raw += data
+        at = 0
+        while (nl := raw.find(b"\r\n", at)) >= 0:
+            size = int(raw[at:nl].split(b";")[0], 16)
+            if size == 0:  # the last chunk: the server ended the stream
+                finished = True
+                break
+            if len(raw) < nl + 2 + size + 2:
+                break
+            text += raw[nl + 2 : nl + 2 + size]
+            at = nl + 2 + size + 2
+        del raw[:at]
+        start = 0
+        while (end := text.find(b"\n\n", start)) >= 0:
+            if end > start:
+                yield bytes(text[start:end])
+            start = end + 2
+        del text[:start]
+        if pause and not finished:
+            await asyncio.sleep(pause)
