@@ -114,7 +114,11 @@ def _on_validation(request: Request[Any, Any, Any], exc: ValidationException) ->
     extra = exc.extra if isinstance(exc.extra, list) else None
     errors = [{k: str(v) for k, v in e.items()} for e in extra if isinstance(e, dict)] if extra else None
     for e in errors or []:
-        if "key" in e:
+        if e.get("key") == "data":  # Litestar's argument for the body: the body as a whole, no field
+            del e["key"]
+            if e.get("message") == "'data'":  # how Litestar says that no body came
+                e["message"] = "the request has no body; send a JSON object"
+        elif "key" in e:
             e["key"] = _wire_name(request, e["key"])
     # Name the field in the message: "onConflict: Invalid enum value 'maybe'".
     text = " ".join(
