@@ -46,6 +46,8 @@ PROBLEM = "application/problem+json"
 ANSWER_WITHIN = 10.0  # seconds; no answer by then is a hang
 PARSER_REFUSAL = b"Invalid HTTP request received."
 MB = 1_000_000
+# The handlers' argument names: none of them is an input on the wire, so no `field` may be one.
+ARGUMENTS = {"data", "job_id", "channel_id", "job_type", "job_state", "idempotency_key", "last_event_id"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ def judge(case: Case, answer: rawhttp.Answer) -> list[str]:
         return [*issues, "the problem body is not JSON"]
     if doc.get("status") != status or not doc.get("detail"):
         issues.append("the problem lacks its status or a detail")
+    if doc.get("field") in ARGUMENTS:
+        issues.append(f"field {doc['field']!r} names a handler's argument, not an input")
     bad_json = str(doc.get("type", "")).endswith("/bad-json")
     if case.field and status != 404 and not names(doc.get("field"), case.field) and not (case.or_bad_json and bad_json):
         issues.append(f"field is {doc.get('field')!r}, not {case.field!r}")
