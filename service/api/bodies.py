@@ -39,10 +39,24 @@ def decode_body(body: bytes, target: type[msgspec.Struct]) -> Any:
     problem for bytes that are no JSON text, or SerializationException (Litestar's 400)
     for malformed JSON."""
     try:
-        return msgspec.json.decode(body, type=target, strict=False)
+        return _decode(body, target)
     except msgspec.ValidationError as exc:  # JSON, but a value that does not fit its field
         message, _, where = str(exc).partition(" - at `")
         raise _invalid(message, _field_at(where.rstrip("`"), message)) from exc
+    except (ValueError, OverflowError) as exc:  # a conversion that failed without saying where
+        try:
+            raw = _decode(body, Any)  # the body's own faults further on, if it has any, come first
+        except msgspec.ValidationError:
+            raw = None  # a number out of range too: the field of the first fault stays unknown
+        raise _invalid(str(exc), _field_raising(raw, target)) from exc
+
+
+def _decode(body: bytes, target: Any) -> Any:
+    """msgspec's decode, with bytes that are no JSON text as the API's problems."""
+    try:
+        return msgspec.json.decode(body, type=target, strict=False)
+    except msgspec.ValidationError:
+        raise
     except msgspec.DecodeError as exc:
         raise SerializationException(str(exc)) from exc
     except UnicodeDecodeError:  # invalid UTF-8 inside a string
@@ -53,8 +67,6 @@ def decode_body(body: bytes, target: type[msgspec.Struct]) -> Any:
         raise bad_request(
             "bad-json", "Body is not valid JSON", "the request body is nested too deeply; send one JSON object"
         ) from None
-    except (ValueError, OverflowError) as exc:  # a conversion that failed without saying where
-        raise _invalid(str(exc), _field_raising(body, target)) from exc
 
 
 def _field_at(path: str, message: str) -> str | None:
@@ -68,9 +80,8 @@ def _field_at(path: str, message: str) -> str | None:
     return named.group(1) if named else None
 
 
-def _field_raising(body: bytes, target: type[msgspec.Struct]) -> str | None:
-    """The top-level field whose value alone fails to convert to its type."""
-    raw = msgspec.json.decode(body)
+def _field_raising(raw: Any, target: type[msgspec.Struct]) -> str | None:
+    """The top-level field of the decoded body `raw` whose value alone fails to convert."""
     if isinstance(raw, dict):
         for f in msgspec.structs.fields(target):
             if f.encode_name in raw:
