@@ -377,6 +377,15 @@ def whole_body_cases() -> Iterator[Case]:
     }
     for label, body in not_json.items():
         yield post(f"body: {label}", body, kind="bad-json")
+    # a value msgspec converts with a plain ValueError, then bytes no decoder reads further on
+    past_9999 = b'{"type":"echo","channelId":"a1","runAt":253402300800,"payload":'
+    for label, rest in {
+        "truncated": b"",
+        "invalid UTF-8": b'{"x":"\xff"}}',
+        "nested": nested(100_000, "arrays"),
+    }.items():
+        yield post(f"runAt past 9999 in epoch seconds, then {label}", past_9999 + rest, field="runAt", or_bad_json=True)
+    yield post("runAt past 9999 in epoch seconds, then a number out of range", past_9999 + b'{"n":1e400}}')
     for label, body in {
         "empty": b"",
         "null": b"null",
