@@ -155,7 +155,8 @@ def _unroutable_job_id(request: Request[Any, Any, Any]) -> str | None:
     """The id of a request to a job route that routing could not match, when it is not a
     UUID: an id holding an encoded slash (the server decodes %2F into more segments), or
     `recent` under DELETE (the path belongs to GET /api/jobs/recent). None otherwise."""
-    path = (request.scope.get("raw_path") or b"").decode("latin-1")  # as sent, still percent-encoded
+    raw = request.scope.get("raw_path")  # as sent, still percent-encoded (optional in ASGI)
+    path = raw.decode("latin-1") if raw else request.scope.get("path", "")
     for route in request.app.routes:
         if "{job_id:str}" not in route.path or request.method not in getattr(route, "methods", ()):
             continue
