@@ -12,7 +12,7 @@ from typing import Any
 
 from litestar import Request
 
-from pgcue.api.problems import ApiProblem, not_found
+from pgcue.api.problems import ApiProblem, not_a_job_id, not_found
 from pgcue.core.errors import JobNotFound
 from pgcue.core.models import Caller, Job
 from pgcue.core.queue import Queue
@@ -29,7 +29,7 @@ def job_id_of(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
-        raise not_found(f"{text[:60]!r} is not a job id (job ids are UUIDs such as 0190b2c4-…)") from None
+        raise not_a_job_id(text) from None
 
 
 def clean_param(value: str | None, field: str) -> str | None:

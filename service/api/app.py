@@ -20,6 +20,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Response
 
 from pgcue.api.auth import KeyCache, authentication
+from pgcue.api.bodies import ApiRequest
 from pgcue.api.files import route_handlers as file_routes
 from pgcue.api.hub import EventHub
 from pgcue.api.jobs import JobsController
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[healthz, readyz, JobsController, StagesController, EventsController, *file_routes],
         lifespan=[lifespan],
         middleware=[authentication],
+        request_class=ApiRequest,  # bodies decoded against their type: errors name the field
         exception_handlers=exception_handlers,
         plugins=[MetricsPlugin()],  # GET /metrics and per-route request metrics
         request_max_body_size=settings.max_body_bytes,

@@ -53,7 +53,8 @@ def decode_cursor(text: str) -> tuple[datetime, uuid.UUID]:
 ChannelQuery = Annotated[
     str | None, Parameter(query="channelId", min_length=1, max_length=200, description="one of your channels")
 ]
-JobIdPath = Annotated[str, Parameter(description="the job's id (a UUID)", max_length=100)]
+# No length limit: whatever the id, job_id_of answers "not a job id" (a 404), not a 400.
+JobIdPath = Annotated[str, Parameter(description="the job's id (a UUID)")]
 
 
 class JobsController(Controller):

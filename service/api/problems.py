@@ -7,7 +7,9 @@ cursor). A database that cannot serve us is a 503 with Retry-After.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 import structlog
@@ -47,6 +49,10 @@ def unauthenticated(detail: str) -> ApiProblem:
 
 def not_found(detail: str) -> ApiProblem:
     return ApiProblem(404, "not-found", "Not found", detail)
+
+
+def not_a_job_id(text: str) -> ApiProblem:
+    return not_found(f"{text[:60]!r} is not a job id (job ids are UUIDs such as 0190b2c4-…)")
 
 
 def too_many(detail: str, retry_after: int = 5) -> ApiProblem:
@@ -93,9 +99,27 @@ def _field_of(key: str) -> str:
     return key.removeprefix("$.")
 
 
-def _on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+def _wire_name(request: Request[Any, Any, Any], key: str) -> str:
+    """A parameter's name as the caller sends it (state, Idempotency-Key, Last-Event-ID),
+    where Litestar reports the handler's argument (job_state, idempotency_key)."""
+    try:
+        param = request.route_handler.parsed_fn_signature.parameters.get(key)
+    except Exception:  # no route (an error before routing): nothing to rename
+        return key
+    kwarg = getattr(param, "kwarg_definition", None)
+    return getattr(kwarg, "query", None) or getattr(kwarg, "header", None) or key
+
+
+def _on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     extra = exc.extra if isinstance(exc.extra, list) else None
     errors = [{k: str(v) for k, v in e.items()} for e in extra if isinstance(e, dict)] if extra else None
+    for e in errors or []:
+        if e.get("key") == "data":  # Litestar's argument for the body: the body as a whole, no field
+            del e["key"]
+            if e.get("message") == "'data'":  # how Litestar says that no body came
+                e["message"] = "the request has no body; send a JSON object"
+        elif "key" in e:
+            e["key"] = _wire_name(request, e["key"])
     # Name the field in the message: "onConflict: Invalid enum value 'maybe'".
     text = " ".join(
         f"{e['key']}: {e.get('message', '')}" if e.get("key") else str(e.get("message", "")) for e in errors or []
@@ -127,7 +151,29 @@ _HTTP_KINDS = {
 }
 
 
-def _on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def _unroutable_job_id(request: Request[Any, Any, Any]) -> str | None:
+    """The id of a request to a job route that routing could not match, when it is not a
+    UUID: an id holding an encoded slash (the server decodes %2F into more segments), or
+    `recent` under DELETE (the path belongs to GET /api/jobs/recent). None otherwise."""
+    raw = request.scope.get("raw_path")  # as sent, still percent-encoded (optional in ASGI)
+    path = raw.decode("latin-1") if raw else request.scope.get("path", "")
+    for route in request.app.routes:
+        if "{job_id:str}" not in route.path or request.method not in getattr(route, "methods", ()):
+            continue
+        prefix, _, suffix = route.path.partition("{job_id:str}")
+        segment = path.removeprefix(prefix).removesuffix(suffix) if path.endswith(suffix) else ""
+        if path.startswith(prefix) and segment and "/" not in segment:
+            text = unquote(segment, errors="replace")
+            try:
+                uuid.UUID(text)
+            except ValueError:
+                return text
+    return None
+
+
+def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if exc.status_code in (404, 405) and (bad_id := _unroutable_job_id(request)) is not None:
+        return _response(not_a_job_id(bad_id))
     kind, title = _HTTP_KINDS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = str(exc.detail)
     if exc.status_code == 404:
