@@ -138,7 +138,7 @@ async def test_concurrent_claims_never_share_a_job(queue: Queue) -> None:
     assert len(ids) == len(set(ids)) == 300
 
 
-async def test_complete_is_fenced_by_attempt(queue: Queue, pool: asyncpg.Pool) -> None:
+async def test_complete_is_fenced_by_the_claims_fence(queue: Queue, pool: asyncpg.Pool) -> None:
     j = await queue.enqueue(job())
     (c,) = await queue.claim("echo", 1, W, 30)
     assert await queue.complete([Completion(c.id, c.fence + 1, {"x": 1})]) == {}
