@@ -216,7 +216,7 @@ async def test_each_provider_outcome_ends_in_its_state_and_message(
         # 429 on create: retried, not sooner than Retry-After; a second create with the same key.
         j = jobs["429 on create"]
         assert j.state == "completed" and j.attempts == 2, j.errors
-        assert "429" in j.errors[0]["error"] and "retrying in 1 s" in j.errors[0]["error"]
+        assert "429" in j.errors[0]["error"] and "Retry-After 1 s" in j.errors[0]["error"]
         first, second = fake.creates("rate")
         assert second.at - first.at >= 1.0
         assert first.headers["idempotency-key"] == second.headers["idempotency-key"]

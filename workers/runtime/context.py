@@ -314,8 +314,7 @@ class JobContext:
         claim, which calls the handler again. Raises Suspended (let it propagate), or
         JobCancelled when its cancellation was requested (stop the outside work, then
         re-raise), or LeaseLost."""
-        if self.has_pending():
-            await self._reporter.flush()
+        await self._reporter.settle(self)  # once parked, a report of it would be refused (fenced)
         outcome = await self.queue.snooze(self.id, self.fence, seconds, waiting_for, state)
         if outcome == Snooze.SNOOZED:
             raise Suspended()

@@ -39,7 +39,6 @@ Webhooks are not used: polling is the source of truth (see docs/job-types.md).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import mimetypes
 import os
@@ -169,9 +168,10 @@ class GenerateSettings(msgspec.Struct, frozen=True, kw_only=True):
         return client
 
 
-@functools.cache
-def generate_settings() -> GenerateSettings:
-    return env_struct(GenerateSettings, "PGCUE_GENERATE_")
+# Read (and checked) when a worker loads the type: a bad PGCUE_GENERATE_* stops it at
+# start with a message naming the variable, not every job. The token is read per job.
+SETTINGS = env_struct(GenerateSettings, "PGCUE_GENERATE_")
+FETCH = FetchSettings.from_env()  # the outputs' downloads: PGCUE_FETCH_*, as resource-download
 
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -210,7 +210,7 @@ class GeneratePayload(msgspec.Struct, rename="camel", kw_only=True, forbid_unkno
 )
 async def generate(ctx: JobContext) -> Result:
     payload = ctx.payload_as(GeneratePayload)
-    settings = generate_settings()
+    settings = SETTINGS
     async with settings.provider_for() as provider:
         return await Generation(ctx, payload, settings, provider).run()
 
@@ -287,7 +287,7 @@ class Generation:
             if looks_unavailable(message):
                 # Not the input's fault: retry with a new prediction (this one is over).
                 await self.ctx.record_outside_work(None)
-                raise RetryLater(f"{message} (a new prediction will be made)")
+                raise RetryLater(f"{message} (transient: a retry makes a new prediction)")
             raise PermanentError(message, plain=True)
         # canceled (or aborted) at the provider, by someone else or by the provider itself
         self.ctx.output(f"prediction {prediction.id} was cancelled at the provider\n")
@@ -363,12 +363,12 @@ class Generation:
         files: list[dict[str, Any]] = []
         n = len(urls)
         try:
-            async with FetchSettings.from_env().fetcher(max_bytes=max_bytes) as fetcher:
+            async with FETCH.fetcher(max_bytes=max_bytes) as fetcher:
                 for i, url in enumerate(urls):
                     await self.ctx.checkpoint()
                     self.ctx.progress(90 + 10 * i / n, f"downloading output {i + 1} of {n}")
                     files.append(await self.ctx.cancellable(self._download(fetcher, url, i, n, max_bytes)))
-        except PermanentError:
+        except (PermanentError, JobCancelled):  # nothing is kept of outputs that will not all arrive
             await self.ctx.artifacts.discard()
             raise
         self.ctx.progress(100, f"{n} output(s) downloaded")
@@ -393,7 +393,7 @@ class Generation:
             async with fetcher.stream(url, max_bytes=max_bytes) as response:
                 status = response.status_code
                 if status in TRANSIENT_STATUS:
-                    raise RetryLater(f"output {shown}: HTTP {status} (will retry)")
+                    raise RetryLater(f"output {shown}: HTTP {status} (transient)")
                 if status >= 400:
                     raise PermanentError(f"output {shown}: HTTP {status}", plain=True)
                 ctype = content_type_of(response.headers.get("content-type", ""), url)
@@ -419,10 +419,10 @@ class Generation:
             raise PermanentError(f"output {shown}: {exc}", plain=True) from None
         except BadStatus as exc:
             if exc.status_code in TRANSIENT_STATUS:
-                raise RetryLater(f"{exc} (will retry)") from None
+                raise RetryLater(f"{exc} (transient)") from None
             raise PermanentError(str(exc), plain=True) from None
         except FetchError as exc:  # too slow, timed out, connection failed: worth another try
-            raise RetryLater(f"output {shown}: {exc} (will retry)") from None
+            raise RetryLater(f"output {shown}: {exc} (transient)") from None
         return {
             "name": name,
             "key": self.ctx.artifacts.key(name),
@@ -497,4 +497,6 @@ def _percent(prediction: Prediction) -> float | None:
 
 
 def _retrying(message: str, after: float) -> str:
-    return f"{message}; retrying" + (f" in {after:g} s or later" if after else " with backoff")
+    """A transient failure's errorMessage: retried while attempts remain (it cannot promise
+    a retry), never sooner than the provider's Retry-After."""
+    return f"{message} (transient; Retry-After {after:g} s)" if after else f"{message} (transient)"
