@@ -11,6 +11,7 @@ DECLARE
     parent  uuid;
     chan    text;
     owner   text;
+    jtype   text;
     sent    bigint := 0;
 BEGIN
     SELECT j.state INTO before FROM pgcue.jobs j WHERE j.id = target;
@@ -20,13 +21,15 @@ BEGIN
     WITH cancelled AS (
         UPDATE pgcue.jobs j
         SET cancel_requested = true,
-            state = CASE WHEN j.state = 'queued' THEN 'cancelled' ELSE j.state END,
-            completed_at = CASE WHEN j.state = 'queued' THEN now() END,
-            error_message = CASE WHEN j.state = 'queued' THEN 'Job cancelled by user request'
-                                 ELSE j.error_message END,
+            state = CASE WHEN j.state = 'queued' AND j.handler_state IS NULL THEN 'cancelled' ELSE j.state END,
+            completed_at = CASE WHEN j.state = 'queued' AND j.handler_state IS NULL THEN now() END,
+            error_message = CASE WHEN j.state = 'queued' AND j.handler_state IS NULL
+                                 THEN 'Job cancelled by user request' ELSE j.error_message END,
+            run_at = CASE WHEN j.state = 'queued' AND j.handler_state IS NOT NULL
+                          THEN least(j.run_at, now()) ELSE j.run_at END,
             updated_at = now()
         WHERE j.id = target AND j.state IN ('queued', 'running')
-        RETURNING j.id, j.channel_id, j.owner_id, j.state, j.attempts, j.error_message, j.parent_id
+        RETURNING j.id, j.type, j.channel_id, j.owner_id, j.state, j.attempts, j.error_message, j.parent_id
     ), events AS (
         INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
         SELECT c.id, c.channel_id, c.owner_id, 'job:status',
@@ -34,7 +37,8 @@ BEGIN
                                   'errorMessage', c.error_message)
         FROM cancelled c
     )
-    SELECT c.state, c.parent_id, c.channel_id, c.owner_id INTO after, parent, chan, owner FROM cancelled c;
+    SELECT c.state, c.parent_id, c.channel_id, c.owner_id, c.type INTO after, parent, chan, owner, jtype
+    FROM cancelled c;
     IF after IS NULL THEN
         prev_state := before;
         state := NULL;
@@ -42,17 +46,20 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
-    -- The run's children: queued ones now, running ones at their next checkpoint.
+    -- The run's children: queued ones now (those with outside work by their worker, as
+    -- above), running ones at their next checkpoint.
     WITH kids AS (
         UPDATE pgcue.jobs k
         SET cancel_requested = true,
-            state = CASE WHEN k.state = 'queued' THEN 'cancelled' ELSE k.state END,
-            completed_at = CASE WHEN k.state = 'queued' THEN now() END,
-            error_message = CASE WHEN k.state = 'queued' THEN 'Job cancelled with its pipeline'
-                                 ELSE k.error_message END,
+            state = CASE WHEN k.state = 'queued' AND k.handler_state IS NULL THEN 'cancelled' ELSE k.state END,
+            completed_at = CASE WHEN k.state = 'queued' AND k.handler_state IS NULL THEN now() END,
+            error_message = CASE WHEN k.state = 'queued' AND k.handler_state IS NULL
+                                 THEN 'Job cancelled with its pipeline' ELSE k.error_message END,
+            run_at = CASE WHEN k.state = 'queued' AND k.handler_state IS NOT NULL
+                          THEN least(k.run_at, now()) ELSE k.run_at END,
             updated_at = now()
         WHERE k.parent_id = target AND k.state IN ('queued', 'running')
-        RETURNING k.id, k.channel_id, k.owner_id, k.state, k.attempts, k.error_message
+        RETURNING k.id, k.type, k.channel_id, k.owner_id, k.state, k.attempts, k.error_message
     ), events AS (
         INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
         SELECT k.id, k.channel_id, k.owner_id, 'job:status',
@@ -60,7 +67,10 @@ BEGIN
                                   'errorMessage', k.error_message, 'reason', 'pipeline cancelled')
         FROM kids k
     )
-    SELECT count(pg_notify('pgcue_cancel', k.id::text)) INTO sent FROM kids k WHERE k.state = 'running';
+    SELECT count(pg_notify(n.channel, n.payload)) INTO sent
+    FROM (SELECT DISTINCT CASE WHEN k.state = 'running' THEN 'pgcue_cancel' ELSE 'pgcue_wake' END AS channel,
+                          CASE WHEN k.state = 'running' THEN k.id::text ELSE k.type END AS payload
+          FROM kids k WHERE k.state IN ('running', 'queued')) n;
     -- The run's stages: in progress -> cancelled, pending -> skipped; done ones stay.
     WITH st AS (
         UPDATE pgcue.pipeline_stages s
@@ -89,6 +99,9 @@ BEGIN
     IF after = 'running' THEN
         PERFORM pg_notify('pgcue_cancel', target::text);
         sent := sent + 1;
+    ELSIF after = 'queued' THEN  -- outside work to stop: a worker of its type must claim it
+        PERFORM pg_notify('pgcue_wake', jtype);
+        sent := sent + 1;
     END IF;
     prev_state := before;
     state := after;
@@ -96,7 +109,7 @@ BEGIN
     RETURN NEXT;
 END
 $_$;
-COMMENT ON FUNCTION pgcue.cancel_job(job_id uuid) IS 'Cancel a queued job, or ask a running one to stop; cascades to a pipeline''s children and stages. Same rules as the API.';
+COMMENT ON FUNCTION pgcue.cancel_job(job_id uuid) IS 'Cancel a queued job, or ask a running one (or one whose outside work is in flight) to stop; cascades to a pipeline''s children and stages. Same rules as the API.';
 CREATE FUNCTION pgcue.delete_jobs(job_ids uuid[]) RETURNS TABLE(id uuid)
     LANGUAGE sql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -230,7 +243,8 @@ WITH prev AS (
     UPDATE pgcue.jobs j
     SET state = 'queued', attempts = 0, cancel_requested = false, run_at = now(),
         completed_at = NULL, error_message = NULL, result = NULL, result_path = NULL,
-        progress = 0, progress_message = NULL, updated_at = now()
+        progress = 0, progress_message = NULL, handler_state = NULL, waiting_for = NULL,
+        updated_at = now()
     WHERE j.id = $1 AND j.state IN ('failed', 'cancelled')
     RETURNING j.id, j.type, j.channel_id, j.owner_id, j.state, j.max_attempts
 ), events AS (
@@ -248,7 +262,7 @@ SELECT p.state AS prev_state, r.state,
         WHERE EXISTS (SELECT 1 FROM retried)) AS notified
 FROM prev p LEFT JOIN retried r ON true
 $_$;
-COMMENT ON FUNCTION pgcue.retry_job(job_id uuid) IS 'Put a failed or cancelled job back in the queue with fresh attempts; same rules as the API.';
+COMMENT ON FUNCTION pgcue.retry_job(job_id uuid) IS 'Put a failed or cancelled job back in the queue with fresh attempts and no outside work; same rules as the API.';
 CREATE FUNCTION pgcue.set_channel_paused(channel text, pause boolean, why text DEFAULT ''::text) RETURNS boolean
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -407,6 +421,7 @@ CREATE TABLE pgcue.jobs (
     waiting_for text,
     fence bigint DEFAULT 0 NOT NULL,
     artifact_bytes bigint,
+    handler_state jsonb,
     CONSTRAINT jobs_artifact_bytes_check CHECK ((artifact_bytes >= 0)),
     CONSTRAINT jobs_attempts_within_max CHECK (((attempts >= 0) AND (attempts <= max_attempts))),
     CONSTRAINT jobs_cancelled_was_requested CHECK (((state <> 'cancelled'::text) OR cancel_requested)),
@@ -414,6 +429,7 @@ CREATE TABLE pgcue.jobs (
     CONSTRAINT jobs_completed_has_no_error CHECK (((state <> 'completed'::text) OR (error_message IS NULL))),
     CONSTRAINT jobs_errors_is_array CHECK ((jsonb_typeof(errors) = 'array'::text)),
     CONSTRAINT jobs_finished_has_completed_at CHECK (((state = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text])) = (completed_at IS NOT NULL))),
+    CONSTRAINT jobs_handler_state_object CHECK (((handler_state IS NULL) OR (jsonb_typeof(handler_state) = 'object'::text))),
     CONSTRAINT jobs_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
     CONSTRAINT jobs_lease_iff_running CHECK (((state = 'running'::text) = ((locked_by IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
     CONSTRAINT jobs_max_attempts_range CHECK (((max_attempts >= 1) AND (max_attempts <= 100))),
@@ -422,16 +438,17 @@ CREATE TABLE pgcue.jobs (
     CONSTRAINT jobs_running_has_started_at CHECK (((state <> 'running'::text) OR ((started_at IS NOT NULL) AND (attempts >= 1)))),
     CONSTRAINT jobs_state_valid CHECK ((state = ANY (ARRAY['queued'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
     CONSTRAINT jobs_unique_key_check CHECK (((length(unique_key) >= 1) AND (length(unique_key) <= 200))),
-    CONSTRAINT jobs_waiting_for_valid CHECK ((waiting_for = ANY (ARRAY['children'::text, 'approval'::text])))
+    CONSTRAINT jobs_waiting_for_valid CHECK ((waiting_for = ANY (ARRAY['children'::text, 'approval'::text, 'provider'::text])))
 );
 COMMENT ON TABLE pgcue.jobs IS 'One row per job: the single source of truth of the queue.';
 COMMENT ON COLUMN pgcue.jobs.priority IS 'Higher runs first; ties run oldest run_at first.';
 COMMENT ON COLUMN pgcue.jobs.attempts IS 'Attempts started so far; the running attempt''s number, used to fence a worker''s writes.';
 COMMENT ON COLUMN pgcue.jobs.errors IS 'Per-attempt error history: [{attempt, at, error, kind}]';
 COMMENT ON COLUMN pgcue.jobs.parent_id IS 'The pipeline run (orchestrate job) this job works for; NULL for a job of its own. No foreign key: pruning deletes finished runs and children independently.';
-COMMENT ON COLUMN pgcue.jobs.waiting_for IS 'A parked pipeline run: children (its stage''s child job runs) or approval (a person must decide). Meaningful while queued.';
+COMMENT ON COLUMN pgcue.jobs.waiting_for IS 'A parked job: children (a pipeline run''s stage job runs), approval (a person must decide) or provider (outside work, polled at run_at). Meaningful while queued.';
 COMMENT ON COLUMN pgcue.jobs.fence IS 'Claims so far, never reset: the token every write of the claiming worker is fenced by.';
 COMMENT ON COLUMN pgcue.jobs.artifact_bytes IS 'NULL: no artifact folder; else the bytes of the job''s published artifacts.';
+COMMENT ON COLUMN pgcue.jobs.handler_state IS 'Outside work the job''s handler started (a provider''s prediction id, its idempotency key), kept across parks, retries and rescues; NULL: none. A person''s retry clears it.';
 CREATE TABLE pgcue.paused_channels (
     channel_id text NOT NULL,
     paused_at timestamp with time zone DEFAULT now() NOT NULL,
@@ -668,6 +685,7 @@ CREATE INDEX jobs_channel_idx ON pgcue.jobs USING btree (channel_id, created_at 
 CREATE INDEX jobs_claim_idx ON pgcue.jobs USING btree (type, channel_id, priority DESC, run_at) WHERE (state = 'queued'::text);
 CREATE INDEX jobs_finished_idx ON pgcue.jobs USING btree (completed_at) WHERE (completed_at IS NOT NULL);
 CREATE UNIQUE INDEX jobs_idempotency_idx ON pgcue.jobs USING btree (COALESCE(owner_id, ''::text), idempotency_key) WHERE (idempotency_key IS NOT NULL);
+CREATE INDEX jobs_outside_work_idx ON pgcue.jobs USING btree (type, channel_id) WHERE ((handler_state IS NOT NULL) AND (state = ANY (ARRAY['queued'::text, 'running'::text])));
 CREATE INDEX jobs_parent_idx ON pgcue.jobs USING btree (parent_id) WHERE (parent_id IS NOT NULL);
 CREATE INDEX jobs_running_idx ON pgcue.jobs USING btree (type, channel_id) WHERE (state = 'running'::text);
 CREATE UNIQUE INDEX jobs_unique_active_idx ON pgcue.jobs USING btree (type, channel_id, unique_key) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['queued'::text, 'running'::text])));

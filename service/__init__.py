@@ -24,6 +24,7 @@ _PUBLIC = {
     "Result": "pgcue.workers.runtime.context",
     "PermanentError": "pgcue.workers.runtime.context",
     "JobCancelled": "pgcue.workers.runtime.context",
+    "RetryLater": "pgcue.workers.runtime.context",
     "pipeline": "pgcue.workers.types.orchestrate.definitions",
     "Stage": "pgcue.workers.types.orchestrate.definitions",
     "check": "pgcue.workers.types.orchestrate.definitions",
@@ -46,6 +47,7 @@ __all__ = [  # noqa: RUF022 (grouped as above)
     "Result",
     "PermanentError",
     "JobCancelled",
+    "RetryLater",
     "pipeline",
     "Stage",
     "check",
@@ -64,7 +66,7 @@ if TYPE_CHECKING:
     from pgcue.core.models import Job, NewJob
     from pgcue.core.queue import Queue, enqueue_many_sync
     from pgcue.core.states import JobState
-    from pgcue.workers.runtime.context import JobCancelled, JobContext, PermanentError, Result
+    from pgcue.workers.runtime.context import JobCancelled, JobContext, PermanentError, Result, RetryLater
     from pgcue.workers.runtime.registry import TypeSpec, job_type, schedule
     from pgcue.workers.types.orchestrate.definitions import Stage, Verdict, check, pipeline
 

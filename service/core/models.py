@@ -7,6 +7,7 @@ pgcue.core.wire, made from these by their `to_wire()`.
 
 from __future__ import annotations
 
+import enum
 import os
 import time
 import uuid
@@ -57,6 +58,7 @@ class Job(msgspec.Struct, kw_only=True):
     waiting_for: str | None = None
     fence: int = 0
     artifact_bytes: int | None = None
+    handler_state: dict[str, Any] | None = None  # outside work in flight (see ClaimedJob)
 
     @property
     def finished(self) -> bool:
@@ -146,6 +148,18 @@ class ClaimedJob(msgspec.Struct, kw_only=True):
     created_at: datetime
     run_at: datetime
     started_at: datetime
+    # What the handler recorded about its outside work in an earlier claim (a provider's
+    # prediction id), None when it has none: Queue.snooze, Queue.record_outside_work.
+    handler_state: dict[str, Any] | None = None
+    claimed_at: datetime | None = None  # this claim's time (started_at stays while a job polls)
+
+
+class Snooze(enum.StrEnum):
+    """What Queue.snooze did."""
+
+    SNOOZED = "snoozed"  # parked until its next poll
+    CANCEL = "cancel"  # its cancellation was requested: still held, not parked
+    LOST = "lost"  # this worker no longer holds the job
 
 
 class JobType(msgspec.Struct, kw_only=True):

@@ -66,10 +66,11 @@ STAGE_FINISHED = frozenset({StageState.DONE, StageState.FAILED, StageState.SKIPP
 
 
 class WaitingFor(enum.StrEnum):
-    """What a parked pipeline run (queued, run_at in the future) waits for."""
+    """What a parked job (queued, run_at in the future) waits for."""
 
-    CHILDREN = "children"  # its stage's child job
-    APPROVAL = "approval"  # a person's decision
+    CHILDREN = "children"  # a pipeline run: its stage's child job
+    APPROVAL = "approval"  # a pipeline run: a person's decision
+    PROVIDER = "provider"  # outside work (a provider's prediction), polled at run_at
 
 
 class FailureKind(enum.StrEnum):

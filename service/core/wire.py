@@ -55,7 +55,7 @@ class JobOut(Wire):
     updated_at: Timestamp
     duration_ms: int | None
     parent_id: str | None = None  # the pipeline run this job works for
-    waiting_for: str | None = None  # a queued pipeline run: "children" or "approval"
+    waiting_for: str | None = None  # a parked job: "children" or "approval" (a pipeline run), "provider"
 
 
 class JobEnvelope(Wire):

@@ -172,7 +172,7 @@ async def test_a_make_run_stack_holds_the_connections_it_needs(
     )
     try:
         types = {t.name for t in await Queue(pool).job_types()} - {"t-count"}
-        runnable = 11  # the built-in and studio types `pgcue dev` starts a worker for
+        runnable = 12  # the built-in and studio types `pgcue dev` starts a worker for (generate included)
         deadline = time.monotonic() + 90
         while True:
             listeners = await pool.fetchval(

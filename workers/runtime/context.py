@@ -8,14 +8,15 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import msgspec
 import structlog
 
 from pgcue.core.artifacts import ArtifactError, LocalArtifacts
 from pgcue.core.errors import QuotaExceeded
-from pgcue.core.models import ClaimedJob
+from pgcue.core.models import ClaimedJob, Snooze
+from pgcue.core.states import WaitingFor
 
 if TYPE_CHECKING:
     from pgcue.core.queue import Queue
@@ -26,7 +27,13 @@ T = TypeVar("T")
 
 
 class JobCancelled(Exception):
-    """Raised by checkpoint() when the job's cancellation was requested."""
+    """Raised by checkpoint() when the job's cancellation was requested. The job ends
+    `cancelled` with errorMessage "Job cancelled by user request", or `reason` when one is
+    given (a handler whose work was cancelled elsewhere, after ctx.queue.cancel())."""
+
+    def __init__(self, *args: object, reason: str | None = None) -> None:
+        super().__init__(*args)
+        self.reason = reason
 
 
 class LeaseLost(Exception):
@@ -41,7 +48,25 @@ class Suspended(Exception):
 
 
 class PermanentError(Exception):
-    """Raise it from a handler for a failure no retry can fix: the job fails at once."""
+    """Raise it from a handler for a failure no retry can fix: the job fails at once. Its
+    errorMessage is "PermanentError: <message>", or with `plain` the message alone (a
+    provider's own words, shown to the user as they are)."""
+
+    def __init__(self, *args: object, plain: bool = False) -> None:
+        super().__init__(*args)
+        self.plain = plain
+
+
+class RetryLater(Exception):
+    """A transient failure (a provider's 429 or 503): the job is retried as after any error,
+    while attempts remain and with backoff, but not sooner than `after` seconds (the
+    provider's Retry-After). Its errorMessage is the message alone."""
+
+    plain = True
+
+    def __init__(self, message: str, *, after: float = 0.0) -> None:
+        super().__init__(message)
+        self.after = max(0.0, float(after))
 
 
 class Result(msgspec.Struct):
@@ -255,6 +280,49 @@ class JobContext:
         if self._cancel.is_set():
             raise JobCancelled(f"job {self.id} cancelled")
         await asyncio.sleep(0)
+
+    # --- outside work ----------------------------------------------------------------------
+
+    @property
+    def handler_state(self) -> dict[str, Any] | None:
+        """What this job's handler recorded about its outside work in an earlier claim (a
+        provider's prediction id), kept across snoozes, retries and rescues; None when it
+        has started none (a person's retry forgets it)."""
+        return self.job.handler_state
+
+    async def record_outside_work(self, state: dict[str, Any] | None) -> bool:
+        """Record `state` before starting outside work (the idempotency key a prediction
+        will be created with), so that a crash cannot lose it; None clears it. Starting
+        takes a place under the type's channel_concurrency, counted over the channel's
+        jobs with outside work in flight, snoozed ones included: False when none is left
+        (nothing was recorded: snooze and try again). LeaseLost when the job is no longer
+        held."""
+        recorded = await self.queue.record_outside_work(self.id, self.fence, self.job.type, self.job.channel_id, state)
+        if recorded is None:
+            self.mark_lost()
+            raise LeaseLost(f"job {self.id} is no longer held by this worker (fence {self.fence})")
+        if recorded:
+            self.job.handler_state = state
+        return recorded
+
+    async def snooze(
+        self, seconds: float, state: dict[str, Any] | None = None, waiting_for: WaitingFor = WaitingFor.PROVIDER
+    ) -> NoReturn:
+        """Wait `seconds` for outside work without holding a worker slot: what was reported
+        is written, then the job goes back to the queue (`queued`, waitingFor `provider`)
+        without charging its attempt, with `state` (None: unchanged) recorded for its next
+        claim, which calls the handler again. Raises Suspended (let it propagate), or
+        JobCancelled when its cancellation was requested (stop the outside work, then
+        re-raise), or LeaseLost."""
+        await self._reporter.settle(self)  # once parked, a report of it would be refused (fenced)
+        outcome = await self.queue.snooze(self.id, self.fence, seconds, waiting_for, state)
+        if outcome == Snooze.SNOOZED:
+            raise Suspended()
+        if outcome == Snooze.CANCEL:
+            self.request_cancel()
+            raise JobCancelled(f"job {self.id} cancelled")
+        self.mark_lost()
+        raise LeaseLost(f"job {self.id} is no longer held by this worker (fence {self.fence})")
 
     # --- for the reporter --------------------------------------------------------------
 

@@ -30,6 +30,7 @@ BUILTIN_MODULES = (
     "pgcue.workers.types.render",
     "pgcue.workers.types.download",
     "pgcue.workers.types.text",
+    "pgcue.workers.types.generate",
     "pgcue.workers.types.orchestrate",
 )
 

@@ -37,7 +37,15 @@ from pgcue.core.queue import Queue, json_text, retry_delay
 from pgcue.core.states import FailureKind
 from pgcue.workers.runtime import registry
 from pgcue.workers.runtime.completer import Completer, Outcome
-from pgcue.workers.runtime.context import JobCancelled, JobContext, LeaseLost, PermanentError, Result, Suspended
+from pgcue.workers.runtime.context import (
+    JobCancelled,
+    JobContext,
+    LeaseLost,
+    PermanentError,
+    Result,
+    RetryLater,
+    Suspended,
+)
 from pgcue.workers.runtime.heartbeat import Heartbeat
 from pgcue.workers.runtime.maintenance.duties import ArtifactSweeper, Pruner, Rescuer, Scheduler
 from pgcue.workers.runtime.maintenance.leader import Leader
@@ -204,7 +212,7 @@ class Worker:
 
     def start_job(self, spec: TypeSpec, job: ClaimedJob) -> None:
         self.stats["claimed"] += 1
-        metrics.job_started(job.type, (job.started_at - job.run_at).total_seconds())
+        metrics.job_started(job.type, ((job.claimed_at or job.started_at) - job.run_at).total_seconds())
         self.busy[spec.name] += 1
         job_log = self.log.bind(job_id=str(job.id), job_type=job.type, channel_id=job.channel_id, attempt=job.attempts)
         ctx = JobContext(
@@ -256,8 +264,9 @@ class Worker:
                 value = await spec.handler(ctx)
             finally:
                 running.in_handler = False
-        except JobCancelled:
-            return Outcome(failure=Failure(job.id, job.fence, "Job cancelled by user request", FailureKind.CANCELLED))
+        except JobCancelled as exc:
+            reason = exc.reason or "Job cancelled by user request"
+            return Outcome(failure=Failure(job.id, job.fence, reason, FailureKind.CANCELLED))
         except LeaseLost:
             ctx.log.warning("lease lost: stopped without recording anything")
             return None
@@ -275,7 +284,8 @@ class Worker:
             return self._failure(spec, ctx, f"timed out after {spec.timeout_seconds}s", FailureKind.TIMEOUT)
         except Exception as exc:  # a handler's failure is the job's, never the worker's
             ctx.log.info("attempt failed", error=_describe(exc))
-            return self._failure(spec, ctx, _describe(exc), FailureKind.ERROR)
+            floor = exc.after if isinstance(exc, RetryLater) else 0.0
+            return self._failure(spec, ctx, _describe(exc), FailureKind.ERROR, at_least=floor)
         if ctx.lost:
             return None
         path = None
@@ -291,9 +301,11 @@ class Worker:
             return Outcome(failure=Failure(job.id, job.fence, str(exc), FailureKind.PERMANENT))
         return Outcome(completion=Completion(job.id, job.fence, value, path))
 
-    def _failure(self, spec: TypeSpec, ctx: JobContext, error: str, kind: FailureKind) -> Outcome:
+    def _failure(
+        self, spec: TypeSpec, ctx: JobContext, error: str, kind: FailureKind, at_least: float = 0.0
+    ) -> Outcome:
         base = spec.retry_base_seconds if spec.retry_base_seconds is not None else self.settings.retry_base_seconds
-        delay = retry_delay(ctx.attempt, base, self.settings.retry_max_seconds)
+        delay = max(retry_delay(ctx.attempt, base, self.settings.retry_max_seconds), at_least)
         return Outcome(failure=Failure(ctx.id, ctx.fence, error, kind, delay))
 
     def lost(self, job_id: uuid.UUID) -> None:
@@ -344,4 +356,6 @@ def _utf8(text: str) -> bool:
 
 def _describe(exc: BaseException) -> str:
     text = str(exc)
+    if text and getattr(exc, "plain", False):  # a message meant for the user as it is
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -42,6 +42,7 @@ from pgcue.core.models import (
     JobType,
     NewJob,
     ProgressReport,
+    Snooze,
 )
 from pgcue.core.queue.artifacts import Artifacts
 from pgcue.core.queue.enqueue import all_resolved, clean_text, enqueue_args, json_text, resolve_conflicts
@@ -52,7 +53,7 @@ from pgcue.core.queue.stages import Stages
 from pgcue.core.queue.types import TypeCatalog
 from pgcue.core.queue.upkeep import Upkeep
 from pgcue.core.statements import Executor, Statements, statements_for
-from pgcue.core.states import FailureKind
+from pgcue.core.states import FailureKind, WaitingFor
 
 __all__ = ["Queue", "enqueue_many_sync", "json_text", "retry_delay"]
 
@@ -340,6 +341,53 @@ class Queue:
             )
             states.update((row["id"], row["state"]) for row in rows)
         return states
+
+    async def snooze(
+        self,
+        job_id: uuid.UUID,
+        fence: int,
+        seconds: float,
+        waiting_for: WaitingFor,
+        handler_state: dict[str, Any] | None = None,
+    ) -> Snooze:
+        """Park a running job for `seconds` while outside work goes on (a provider's
+        prediction): back in the queue, runnable again then, without charging its attempt
+        and without holding a worker; `handler_state` (None: unchanged) is what its next
+        claim finds in ClaimedJob.handler_state. Fenced: SNOOZED, or CANCEL when its
+        cancellation was requested (it stays running, for the worker to stop the outside
+        work), or LOST when this worker no longer holds it."""
+        state = None if handler_state is None else json_text(handler_state, "handler state")
+        row = await self.sql.fetchrow(self.pool, "snooze_job", job_id, fence, float(seconds), str(waiting_for), state)
+        if row is None:
+            return Snooze.LOST
+        if row["snoozed"]:
+            return Snooze.SNOOZED
+        # Not snoozed though held when the statement began: a cancel, or (rarely) a rescue
+        # that took the job meanwhile. Only a job still held may stop its outside work.
+        try:
+            job = await self.get(job_id)
+        except JobNotFound:
+            return Snooze.LOST
+        if job.fence == fence and job.state == "running" and job.cancel_requested:
+            return Snooze.CANCEL
+        return Snooze.LOST
+
+    async def record_outside_work(
+        self, job_id: uuid.UUID, fence: int, job_type: str, channel_id: str, handler_state: dict[str, Any] | None
+    ) -> bool | None:
+        """Record the outside work a running job is about to start (its handler_state), or
+        clear it (None). Starting takes a place under the type's channel_concurrency,
+        counted over the channel's jobs of the type with outside work in flight, parked
+        or running: False when there is none left (nothing recorded; a job that already
+        has outside work always has its place). None when the job is no longer held."""
+        state = None if handler_state is None else json_text(handler_state, "handler state")
+        async with self.connection() as conn, conn.transaction():
+            if state is not None:
+                await self.sql.execute(conn, "lock_outside_work", job_type, channel_id)
+            row = await self.sql.fetchrow(conn, "record_outside_work", job_id, fence, state)
+        if row is None:
+            return None
+        return bool(row["recorded"])
 
     async def release(self, items: Sequence[tuple[uuid.UUID, int]]) -> dict[uuid.UUID, str]:
         """Give running jobs (id, fence) back without charging the attempt (shutdown)."""

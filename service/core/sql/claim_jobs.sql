@@ -1,6 +1,9 @@
 -- claim_jobs: take up to $2 runnable jobs of type $1 for worker $3 with a lease of $4
 -- seconds, round-robin across channels; each claimed job starts its next attempt under a
 -- new fence (its claim counter, which no retry resets) and gets a `running` event.
+-- A job that waits on a provider (waiting_for = 'provider', sql/snooze_job.sql) is
+-- claimed for one poll at a time: its attempt goes on, so it keeps its started_at and
+-- gets no `running` event per poll (its `queued` event said it waits on the provider).
 -- params: $1 type text, $2 limit int, $3 worker id text, $4 lease seconds float8,
 --         $5 channel cursor text (the ring starts after it; '' = from the start),
 --         $6 per-channel running limit int (NULL = none; set only under claim_budget's lock)
@@ -84,18 +87,20 @@ WITH RECURSIVE ring (channel_id, first_channel, n) AS (
         fence = j.fence + 1,
         locked_by = $3,
         lease_expires_at = now() + make_interval(secs => $4),
-        started_at = now(),
+        started_at = CASE WHEN j.waiting_for = 'provider' THEN coalesce(j.started_at, now()) ELSE now() END,
         updated_at = now()
     -- The ids as an array, not a join: the planner cannot tell how few rows `next` has
     -- and may otherwise hash-join it against a sequential scan of the whole table.
     WHERE j.id = ANY (ARRAY(SELECT id FROM next))
     RETURNING j.id, j.type, j.channel_id, j.owner_id, j.priority, j.payload, j.attempts,
-              j.max_attempts, j.fence, j.cancel_requested, j.stage, j.created_at, j.run_at, j.started_at
+              j.max_attempts, j.fence, j.cancel_requested, j.stage, j.created_at, j.run_at, j.started_at,
+              j.handler_state, j.waiting_for, now() AS claimed_at
 ), events AS (
     INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
     SELECT id, channel_id, owner_id, 'job:status',
            jsonb_build_object('state', 'running', 'attempt', attempts, 'maxAttempts', max_attempts)
     FROM claimed
+    WHERE waiting_for IS DISTINCT FROM 'provider'
 )
 -- Always one row at least: where the next claim starts round the ring (also when nothing
 -- was claimed, so channels whose jobs are all delayed are passed over next time), and
