@@ -215,6 +215,7 @@ class Core:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         policy: RetryPolicy | None = None,
+        timeout: float | None = None,
     ) -> Op[httpx.Response]:
         """Send a request under the retry policy (pgcue.client.retry says what is retried);
         an error answer raises its ApiError."""
@@ -222,7 +223,7 @@ class Core:
         attempt = 0
         reached = False  # an earlier try may have been carried out
         while True:
-            request = self.request(method, path, params=params, body=body, headers=headers)
+            request = self.request(method, path, params=params, body=body, headers=headers, timeout=timeout)
             try:
                 response: httpx.Response = yield Send(request)
             except httpx.TransportError as exc:
@@ -309,8 +310,8 @@ class Core:
             raise errors.EnqueueManyFailed(created, refused)
         return [created[i] for i in range(len(ops))]
 
-    def get(self, job: JobRef, policy: RetryPolicy | None = None) -> Op[JobOut]:
-        response = yield from self.call("GET", _path(job), idempotent=True, policy=policy)
+    def get(self, job: JobRef, policy: RetryPolicy | None = None, timeout: float | None = None) -> Op[JobOut]:
+        response = yield from self.call("GET", _path(job), idempotent=True, policy=policy, timeout=timeout)
         return _decode(response, JobEnvelope).job
 
     def list_jobs(
@@ -649,8 +650,9 @@ class Core:
                     if pause:
                         yield Sleep(min(pause, max(0.0, deadline - time.monotonic())))
             if look:
+                left = deadline - time.monotonic()
                 try:
-                    current = yield from self.get(job, policy=once)
+                    current = yield from self.get(job, policy=once, timeout=max(0.1, min(self.config.timeout, left)))
                 except (errors.TransportError, errors.ServerError, errors.TooManyRequests):
                     continue  # the API is away for now; the loop tries again within the deadline
                 done = outcome(current, stop_at_approval)

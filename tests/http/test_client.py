@@ -174,6 +174,7 @@ async def test_a_pipeline_run_waiting_for_approval_is_told_at_once_not_after_the
     assert time.monotonic() - began < 30  # the pause itself, not the 300 s timeout
     assert paused.value.job.state == "queued"
     assert paused.value.job.waiting_for == "approval"
+    assert paused.value.stage == "draft"
     view = await pg.stages(run)
     assert [(s.name, s.state) for s in view.stages] == [("draft", "awaiting_approval"), ("publish", "pending")]
 
