@@ -7,6 +7,7 @@ pgcue` alone pulls in nothing heavy):
     from pgcue import pipeline, Stage, check                          # pipelines
     from pgcue import schedule                                        # cron schedules
     from pgcue import Queue, NewJob, Job, JobState, enqueue_many_sync # producing jobs
+    from pgcue import Client, AsyncClient                             # over the HTTP API
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ _PUBLIC = {
     "JobState": "pgcue.core.states",
     "Settings": "pgcue.core.config",
     "from_env": "pgcue.core.config",
+    "Client": "pgcue.client",
+    "AsyncClient": "pgcue.client",
 }
 
 __all__ = [  # noqa: RUF022 (grouped as above)
@@ -59,9 +62,12 @@ __all__ = [  # noqa: RUF022 (grouped as above)
     "JobState",
     "Settings",
     "from_env",
+    "Client",
+    "AsyncClient",
 ]
 
 if TYPE_CHECKING:
+    from pgcue.client import AsyncClient, Client
     from pgcue.core.config import Settings, from_env
     from pgcue.core.models import Job, NewJob
     from pgcue.core.queue import Queue, enqueue_many_sync

@@ -9,6 +9,10 @@ PGCUE_SSE_WRITE_TIMEOUT seconds) and resumes the same way. A key may hold
 PGCUE_SSE_STREAMS_PER_KEY streams at once (429 past it); a revoked key's streams end
 within seconds (pgcue.api.hub).
 
+The first frame, `retry: 1000` and `id: <cursor>`, carries no event: its `id:` is the
+cursor the stream starts from, so a client cut off before any event (a channel stream
+starts "now") resumes with it as Last-Event-ID and misses nothing.
+
 When the server shuts down (SIGTERM), every open stream ends with one final frame,
 `id: <cursor>\nevent: shutdown\ndata: {"reason": "server shutting down"}`, then closes.
 Its `id:` is the cursor after the last event the stream sent (or the one it started
@@ -40,7 +44,7 @@ from pgcue.api.jobs import JobIdPath
 from pgcue.api.problems import bad_request, responses, too_many
 from pgcue.core.events import START, BadCursor, Cursor, Event, advance
 from pgcue.core.states import EventKind
-from pgcue.core.wire import iso_ms
+from pgcue.core.wire import Shutdown, iso_ms
 
 _encode = msgspec.json.Encoder().encode
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -70,7 +74,7 @@ def _cursor(text: str | None, default: Cursor) -> Cursor:
 
 
 def _shutdown_frame(cursor: Cursor) -> bytes:
-    body = _encode({"reason": "server shutting down", "retryMs": 1000})
+    body = _encode(Shutdown(reason="server shutting down", retry_ms=1000))
     return b"id: %s\nevent: shutdown\ndata: %s\n\n" % (cursor.encode().encode(), body)
 
 
@@ -190,7 +194,9 @@ async def _stream(
     metrics.SSE_SUBSCRIBERS.inc()
     quiet = _Quiet(sub, keepalive)
     try:
-        yield b"retry: 1000\n\n"
+        # The cursor the stream starts from, before any event: a client cut off before the
+        # first event resumes from it instead of from "now" (a channel stream starts now).
+        yield b"retry: 1000\nid: %s\n\n" % cursor.encode().encode()
         await hub.subscribe(sub)
         # The replay goes first, before any live batch published since subscribe();
         # advance() drops from those whatever the replay already delivered.

@@ -170,6 +170,66 @@ class StagesOut(Wire):
     stages: list[StageOut]
 
 
+class EventOut(Wire):
+    """What every live event's `data:` holds (GET /api/jobs/{id}/events, GET /api/events);
+    the SSE `event:` line names its kind (pgcue.core.states.EventKind) and its `id:` is the
+    cursor to resume from (Last-Event-ID). Fields of a later server are ignored."""
+
+    event_id: int
+    job_id: str
+    channel_id: str
+    created_at: Timestamp
+
+
+class JobStatus(EventOut):
+    """`job:status`: the job changed state (a retry scheduled, a cancel asked, a run parked)."""
+
+    state: str  # a JobState
+    attempt: int
+    max_attempts: int | None = None
+    error_message: str | None = None
+    result_path: str | None = None
+    cancel_requested: bool | None = None
+    waiting_for: str | None = None  # a parked pipeline run: "children" or "approval" (WaitingFor)
+    retry_at: Timestamp | None = None  # a failed attempt that will run again then
+    reason: str | None = None  # "retried", "rescued", "worker shutdown"
+
+
+class JobOutput(EventOut):
+    """`job:output`: text the handler streamed (ctx.output), in chunks of at most 4,000 characters."""
+
+    text: str
+
+
+class JobProgress(EventOut):
+    """`job:progress`: percent done, 0-100 (ctx.progress), with its message."""
+
+    progress: int
+    message: str | None = None
+
+
+class StageUpdated(EventOut):
+    """`stage:updated`: a stage a handler entered (ctx.stage: `stage` and the handler's own
+    fields) or a pipeline stage's change (position, state, iteration, ...)."""
+
+    stage: str
+    position: int | None = None
+    state: str | None = None  # a StageState, for pipeline stages
+    iteration: int | None = None
+    child_id: str | None = None
+    feedback: str | None = None
+    passed: bool | None = None
+    decision: str | None = None  # a person's "approve" or "reject"
+    reason: str | None = None
+
+
+class Shutdown(Wire):
+    """`shutdown`: the server is stopping; reconnect after `retryMs` with the frame's `id:`."""
+
+    reason: str
+    retry_ms: int = 1000
+
+
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
     """An RFC 9457 problem (application/problem+json): `detail` says what to fix and
     `field`, when there is one, names the input at fault (`payload.text`, `runAt`, `cursor`)."""
