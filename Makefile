@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[server,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)  ## install pgcue and its dev tools into .venv
@@ -21,7 +21,7 @@ test: setup  ## the test suite against PostgreSQL (PGCUE_TEST_DSN, default 127.0
 	$(BIN)/pytest -q --ignore=tests/package
 
 wheelhouse: setup  ## wheels of pgcue and of everything constraints.txt pins for it, in build/wheelhouse
-	$(BIN)/pip wheel --quiet -c constraints.txt -w build/wheelhouse .
+	$(BIN)/pip wheel --quiet -c constraints.txt -w build/wheelhouse '.[server]'
 
 test-package: wheelhouse  ## the wheel installed outside the checkout with no index migrates and runs a worker
 	$(BIN)/pytest -q tests/package

@@ -1,5 +1,5 @@
 import sys
 
-from pgcue.cli.main import main
+from pgcue.cli import main
 
 sys.exit(main())

@@ -34,7 +34,7 @@ def test_a_wheel_installed_outside_the_checkout_migrates_and_runs_a_worker(empty
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
-    _run([python, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(WHEELHOUSE), "pgcue"])
+    _run([python, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(WHEELHOUSE), "pgcue[server]"])
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PGCUE_", "PYTHON", "VIRTUAL_ENV"))}
@@ -68,3 +68,23 @@ def test_a_wheel_installed_outside_the_checkout_migrates_and_runs_a_worker(empty
     finally:
         worker.terminate()
         worker.wait(30)
+
+
+def test_the_client_alone_installs_none_of_the_server(tmp_path: Path) -> None:
+    """`pip install pgcue[client]` (or plain `pgcue`): the client and its HTTP library, no
+    database driver, no web framework; the command line says what to install."""
+    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(WHEELHOUSE), str(ROOT)])
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = str(env_dir / "bin" / "python")
+    _run([python, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(WHEELHOUSE), "pgcue[client]"])
+    installed = _run([python, "-m", "pip", "list", "--format=freeze"], cwd=tmp_path).stdout.lower()
+    for server_only in ("asyncpg", "psycopg", "litestar", "uvicorn", "structlog", "prometheus", "jsonschema"):
+        assert server_only not in installed, installed
+    probe = (
+        "import sys, pgcue.client; from pgcue import Client, AsyncClient; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncpg', 'litestar', 'psycopg')))"
+    )
+    assert _run([python, "-c", probe], cwd=tmp_path).stdout.strip() == "[]"
+    cli = subprocess.run([str(env_dir / "bin" / "pgcue"), "types"], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 1 and "pip install 'pgcue[server]'" in cli.stderr and cli.stderr.count("\n") == 1
