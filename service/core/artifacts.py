@@ -136,6 +136,3 @@ class LocalArtifacts:
             return []
         return sorted(p.name for p in folder.iterdir() if p.is_file() and PART not in p.name)
 
-
-def store_for(artifacts_dir: str) -> LocalArtifacts:
-    return LocalArtifacts(artifacts_dir)

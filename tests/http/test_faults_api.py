@@ -1,4 +1,4 @@
-"""Faults seen from the API and its live events (issue 7): workers killed again and again,
+"""Faults seen from the API and its live events: workers killed again and again,
 every pgcue connection terminated, PostgreSQL restarted under the API, a long transaction
 holding vacuum back, cancels through HTTP, SIGTERM to the API with streams open, and 500
 slow or vanished SSE clients. Real processes, real PostgreSQL, real HTTP and SSE."""

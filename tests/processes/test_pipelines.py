@@ -1,4 +1,4 @@
-"""Multi-stage pipelines (issue 5) with real worker processes: stages in order, review
+"""Multi-stage pipelines with real worker processes: stages in order, review
 feedback loops, a pause for a person resumed over the API, cancel at a stage boundary,
 and an orchestrator killed mid-run."""
 

@@ -1,7 +1,7 @@
 """Running the media tools (espeak-ng, sox, ffmpeg, ffprobe) from a handler.
 
 A tool runs as a child process of the worker, so it inherits the worker's memory limit
-(RLIMIT_AS, seed 002's budget per worker kind). It is killed when the job is cancelled,
+(RLIMIT_AS, the memory budget of its job type). It is killed when the job is cancelled,
 when its lease is lost, or when the handler's task is cancelled (timeout, shutdown).
 """
 

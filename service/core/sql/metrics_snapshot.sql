@@ -6,7 +6,7 @@
 -- still gets one row. Each type's scheduling policies (pause, limits) ride along, and the
 -- number of paused channels.
 --   oldest_xact_seconds: age of the oldest open transaction in this database that holds
---     a snapshot (it holds back vacuum of pgcue.jobs: the "stuck xmin" of issue 7);
+--     a snapshot (it holds back vacuum of pgcue.jobs: a "stuck xmin");
 --   xmin_age_xids: age in transaction ids of the oldest xmin any backend, replication
 --     slot or prepared transaction holds.
 -- Run by the API process only, at most once per cache period (service/metrics.py), never
