@@ -135,4 +135,3 @@ class LocalArtifacts:
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir() if p.is_file() and PART not in p.name)
-

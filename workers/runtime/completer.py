@@ -39,12 +39,22 @@ class Completer:
         self.queue = queue
         self._pending: list[Outcome] = []
         self._wake = asyncio.Event()
+        self._waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        """Outcomes submitted and not yet written."""
+        return self._waiting
 
     async def submit(self, outcome: Outcome) -> str | None:
         """Record `outcome`; returns the job's new state (None: the job was no longer held)."""
         self._pending.append(outcome)
         self._wake.set()
-        return await outcome.done
+        self._waiting += 1
+        try:
+            return await outcome.done
+        finally:
+            self._waiting -= 1
 
     async def run(self) -> None:
         backoff = 0.1

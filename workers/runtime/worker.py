@@ -65,6 +65,7 @@ class Running:
     task: asyncio.Task[None] | None = None
     in_handler: bool = False  # the handler is running (only then may a timeout cancel the task)
     timed_out: bool = False  # set by the timeout sweep just before it cancels the task
+    slot_freed: bool = False  # its handler is done and its slot taken by the next job
 
 
 def apply_memory_limit(megabytes: int) -> None:
@@ -230,6 +231,13 @@ class Worker:
             outcome = await self._execute(running)
             if outcome is None:
                 return
+            # The handler is done: its slot may take the next job while the outcome is
+            # written, so claims overlap completions instead of waiting for them. The job
+            # stays held (heartbeats go on) until the outcome is recorded; at most a
+            # concurrency's worth of outcomes wait at once, so a slow database slows the
+            # claims down instead of letting held jobs pile up.
+            if self.completer.waiting < self.limits[spec.name]:
+                self._free_slot(running)
             await self.reporter.settle(ctx)  # its output first: after the outcome it would be refused
             state = await self.completer.submit(outcome)
             if state is None:
@@ -249,10 +257,17 @@ class Worker:
                 ctx.log.warning("could not give the job back; it returns when its lease expires", error=str(again))
         finally:
             self.running.pop(job.id, None)
-            self.busy[spec.name] -= 1
-            producer = self.producers[spec.name]
-            if producer.maybe_more:
-                producer.wake.set()
+            self._free_slot(running)
+
+    def _free_slot(self, running: Running) -> None:
+        if running.slot_freed:
+            return
+        running.slot_freed = True
+        name = running.spec.name
+        self.busy[name] -= 1
+        producer = self.producers[name]
+        if producer.maybe_more:
+            producer.wake.set()
 
     async def _execute(self, running: Running) -> Outcome | None:
         spec, ctx = running.spec, running.ctx
