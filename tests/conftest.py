@@ -43,6 +43,7 @@ VALID_PAYLOADS: dict[str, dict[str, Any]] = {
     "fact-check": {"text": "The moon moves the tides."},
     "humanize": {"text": "In order to commence, we utilize the tides."},
     "discover": {"query": "tides"},
+    "generate": {"kind": "image", "model": "acme/painter", "input": {"prompt": "a lighthouse"}},
 }
 
 

@@ -1,4 +1,4 @@
-"""The README's "streaming a job's output into your own UI" example (docs/client-readme-snippet.md),
+"""The README's "streaming a job's output into your own UI" example,
 run as written against the real API and a real worker: its frames carry the job's output
 and end, and a relay resumed from one of its ids sends exactly the rest."""
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def snippet(marker: str) -> str:
-    text = (ROOT / "docs" / "client-readme-snippet.md").read_text()
+    text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     (block,) = [b for b in blocks if marker in b]
     return block
@@ -38,7 +38,7 @@ async def test_the_relay_example_streams_the_output_and_resumes(
     monkeypatch.setenv("PGCUE_URL", api.url)
     monkeypatch.setenv("PGCUE_API_KEY", api.keys["alice"])
     example: dict[str, Any] = {}
-    exec(compile(snippet("async def job_output_as_sse"), "client-readme-snippet.md", "exec"), example)
+    exec(compile(snippet("async def job_output_as_sse"), "README.md", "exec"), example)
     relay = example["job_output_as_sse"]
     await spawn_worker("t-stages").started()
     job = await example["pgcue"].enqueue("t-stages", "a1")

@@ -191,6 +191,9 @@ class GeneratePayload(msgspec.Struct, rename="camel", kw_only=True, forbid_unkno
         msgspec.field(default_factory=dict)
     )
     max_bytes: Annotated[int, msgspec.Meta(ge=1, le=HARD_MAX_BYTES)] | None = None
+    # What a pipeline run adds to its stages' payloads (workers/types/orchestrate): the only
+    # field beyond the ones above that a generate payload may carry.
+    pipeline: dict[str, Any] | None = None
 
 
 # The studio's generation pool. A job holds a worker slot only while it polls once or
