@@ -283,8 +283,9 @@ class WorkerProcess:
         trace_dir: Path,
         extra: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        command: str = "worker",
     ) -> None:
-        argv = [sys.executable, "-m", "pgcue.cli", "worker", "--import", "tests.helpers.jobtypes", *extra]
+        argv = [sys.executable, "-m", "pgcue.cli", command, "--import", "tests.helpers.jobtypes", *extra]
         for t in types:
             argv += ["--type", t]
         environ = dict(os.environ)
@@ -375,8 +376,9 @@ def spawn_worker(settings: Settings, trace_dir: Path) -> Iterator[Any]:
         extra: Sequence[str] = (),
         env: dict[str, str] | None = None,
         settings_override: Settings | None = None,
+        command: str = "worker",
     ) -> WorkerProcess:
-        proc = WorkerProcess(settings_override or settings, list(types), trace_dir, extra, env)
+        proc = WorkerProcess(settings_override or settings, list(types), trace_dir, extra, env, command)
         procs.append(proc)
         return proc
 
