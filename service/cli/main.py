@@ -1,4 +1,5 @@
-"""`pgcue`: migrate | serve | worker | workers | dev | types | jobs … | keys … | pause | resume
+"""`pgcue`: migrate | serve | worker | maintenance | workers | dev | types | jobs … | keys … |
+pause | resume | deploy
 
 The one layer that imports both the API and the worker runtime. Errors are one line on
 stderr and a non-zero exit: 1 for a refused action or an unreachable database, 2 for a
@@ -251,6 +252,42 @@ def _dev_key(settings: Settings) -> str:
     return token
 
 
+def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
+    """`pgcue deploy k8s|compose|prometheus|all [--root DIR] [--check]`: write the
+    deployment files from the registry (built-in types and --import modules)."""
+    import pgcue
+    from pgcue.cli import deploy
+    from pgcue.workers.runtime import registry
+
+    registry.load([*settings.imports, *args.imports])
+    specs = registry.runnable()
+    if args.types:
+        try:
+            specs = [registry.get(name) for name in args.types]
+        except KeyError as exc:
+            raise CliError(exc.args[0]) from None
+    options = deploy.Options(schema=settings.schema, image=args.image, tag=args.tag or pgcue.__version__)
+    plans = deploy.plans(list(specs), settings.schema)
+    make_run_types = [s.name for s in specs]
+    root = Path(args.root)
+    targets = deploy.TARGETS if args.target == "all" else (args.target,)
+    found: list[str] = []
+    for target in targets:
+        files = deploy.generate(target, plans, options, make_run_types)
+        if args.check:
+            found += deploy.differences(root, files, target)
+        else:
+            for line in deploy.write(root, files, target):
+                print(f"pgcue deploy: {line.replace('missing', 'wrote').replace('changed', 'rewrote')}")
+    if args.check:
+        if found:
+            print("\n".join(f"pgcue deploy: {line}" for line in found), file=sys.stderr)
+            print("pgcue deploy: the files differ from the registry: run `make deploy-files`", file=sys.stderr)
+            return 1
+        print(f"pgcue deploy: {', '.join(targets)} match the registry")
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     """`pgcue keys create | list | revoke | rotate`."""
     action = args.keys_command
@@ -497,6 +534,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("dev", help="database, migrations, API and workers in one command (make run)")
     d.set_defaults(fn=cmd_dev)
+
+    dp = sub.add_parser("deploy", help="write the deployment files (Kubernetes, compose, Prometheus) from the registry")
+    dp.add_argument("target", choices=["k8s", "compose", "prometheus", "all"])
+    dp.add_argument("--root", default=".", help="write under this folder (default: .): ops/k8s/, ops/compose.yaml, …")
+    dp.add_argument("--check", action="store_true", help="write nothing; exit 1 when the files differ")
+    dp.add_argument("--type", dest="types", action="append", metavar="TYPE", help="only these types (default: all)")
+    dp.add_argument("--image", default="pgcue", help="the image the manifests run (default: pgcue)")
+    dp.add_argument("--tag", help="its tag (default: this pgcue's version)")
+    dp.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE")
+    dp.set_defaults(fn=cmd_deploy)
 
     k = sub.add_parser("keys", help="API keys, users and their channels")
     ksub = k.add_subparsers(dest="keys_command", required=True)
