@@ -225,3 +225,9 @@ def test_generated_options_carry_the_schema(tmp_path: Path) -> None:
     tts = files["ops/k8s/workers/tts.yaml"]
     assert "FROM studio_q.jobs" in tts and "pgcue.jobs" not in tts
     assert "PGCUE_SCHEMA: studio_q" in files["ops/k8s/settings.yaml"]
+
+
+def test_docs_deploy_holds_the_figures_the_registry_gives() -> None:
+    registry.load()
+    table = deploy.table(deploy.plans(registry.runnable(), "pgcue"))
+    assert table in (ROOT / "docs" / "deploy.md").read_text(), "update the table in docs/deploy.md:\n" + table

@@ -80,3 +80,19 @@ def write(root: Path, files: dict[str, str], target: str) -> list[str]:
     for path in stale(root, files, target):
         (root / path).unlink()
     return changed
+
+
+def table(worker_plans: list[WorkerPlan]) -> str:
+    """The per-type figures as a Markdown table (docs/deploy.md holds this, checked by a test)."""
+    rows = [
+        "| type | runs as | jobs per pod (target) | pods | cooldown | shutdown grace | memory request / limit |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in worker_plans:
+        kind = "ScaledJob" if p.as_job else "Deployment"
+        rows.append(
+            f"| {p.name} | {kind} | {p.per_pod} | {p.min_replicas}–{p.max_replicas} | "
+            f"{'—' if p.as_job else f'{p.cooldown} s'} | {p.shutdown_grace} s | "
+            f"{p.memory_mb} / {p.memory_limit_mb} MiB |"
+        )
+    return "\n".join(rows) + "\n"

@@ -36,7 +36,12 @@ def _pgcue(command: list[str], schema: str, *, grace: int, **extra: Any) -> dict
         "read_only": True,
         "tmpfs": ["/tmp"],
         "stop_grace_period": f"{grace + 10}s",
-        "depends_on": {"migrate": {"condition": "service_completed_successfully"}},
+        # PostgreSQL too, not only through the (finished) migration: `down` then stops
+        # every pgcue process before the database, not at the same time.
+        "depends_on": {
+            "postgres": {"condition": "service_healthy"},
+            "migrate": {"condition": "service_completed_successfully"},
+        },
         "restart": "unless-stopped",
     }
     service.update(extra)
