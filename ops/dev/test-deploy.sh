@@ -25,7 +25,9 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null || { tail -20 /tmp/pgcue-dockerd.log; exit 1; }
 fi
-.venv/bin/pip install --quiet -c constraints.txt -e '.[dev,deploy]'
+# (pip's and setuptools' chatter goes to a log, shown when the install fails)
+.venv/bin/pip install --quiet -c constraints.txt -e '.[dev,deploy]' >/tmp/pgcue-test-deploy-pip.log 2>&1 \
+  || { tail -30 /tmp/pgcue-test-deploy-pip.log; exit 1; }
 
 # The base: python:3.11-slim when a registry gives it, else Debian made here.
 BASE="${PGCUE_TEST_BASE:-}"
@@ -48,7 +50,8 @@ else
   for stand_in in postgres:pgcue-stand-in-postgres:15 prometheus:pgcue-stand-in-prometheus; do
     name="${stand_in%%:*}"; image="${stand_in#*:}"
     docker build --quiet -f "ops/docker/stand-ins/$name.Dockerfile" --build-arg "BASE=$BASE" \
-      -t "$image" ops/docker/stand-ins >/dev/null
+      -t "$image" ops/docker/stand-ins 2>/dev/null >/dev/null \
+      || docker build -f "ops/docker/stand-ins/$name.Dockerfile" --build-arg "BASE=$BASE" -t "$image" ops/docker/stand-ins
   done
   say "stand-in images for PostgreSQL and Prometheus built"
 fi
