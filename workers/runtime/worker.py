@@ -186,7 +186,15 @@ class Worker:
             supervisor.start(ArtifactSweeper(self.queue, leader, s.artifact_sweep_interval, self.store))
         for producer in self.producers.values():
             supervisor.start(producer)
-        self.log.info("worker started", types=sorted(self.specs), concurrency=self.limits)
+        self.log.info(
+            "worker started",
+            types=sorted(self.specs),
+            concurrency=self.limits,
+            # What it holds (docs/deploy.md): a pool for claims, outcomes, progress and
+            # heartbeats (idle ones close after 15 s), one LISTEN session, and, while it
+            # leads behind a pooler, the leader's session.
+            connections={"pool": f"1-{size}", "listen": 1, "leader": int(self.with_maintenance and s.pooled)},
+        )
         try:
             await self._stop.wait()
         finally:
