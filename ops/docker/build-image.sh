@@ -18,7 +18,14 @@ mkdir -p "$CTX/build" "$CTX/ops"
 cp -r build/wheelhouse "$CTX/build/wheelhouse"
 cp constraints.txt "$CTX/"
 cp -r ops/docker "$CTX/ops/docker"
-# (the legacy builder's deprecation notice is dropped; anything else it says is shown)
-$DOCKER build --quiet -f "$CTX/ops/docker/Dockerfile" --build-arg "BASE=$BASE" -t "$TAG" "$CTX" 2> >(grep -vE \
-  'legacy builder is deprecated|Install the buildx component|docs.docker.com/go/buildx|^\s*$' >&2) >/dev/null
+build() {  # (the legacy builder's deprecation notice is dropped; anything else it says is shown)
+  $DOCKER build --quiet -f "$CTX/ops/docker/Dockerfile" --build-arg "BASE=$BASE" "$@" "$CTX" 2> >(grep -vE \
+    'legacy builder is deprecated|Install the buildx component|docs.docker.com/go/buildx|^\s*$' >&2) >/dev/null
+}
+# The build stage gets a tag of its own, so that it stays as the next build's cache while
+# the images this build replaces (the previous $TAG, earlier build stages) are pruned:
+# repeated builds do not fill the disk.
+build --target build -t "${TAG%%:*}-build-stage:cache"
+build -t "$TAG"
+$DOCKER image prune --force >/dev/null
 echo "built $TAG on $BASE ($($DOCKER image inspect -f '{{.Size}}' "$TAG") bytes)"
