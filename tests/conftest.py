@@ -55,6 +55,54 @@ def dsn_for(dbname: str) -> str:
     return urlsplit(BASE_DSN)._replace(path=f"/{dbname}").geturl()
 
 
+# --- through PgBouncer: `pytest --pgbouncer` or PGCUE_TEST_PGBOUNCER=1 ---------------------
+# The fixtures' database DSN then names a real PgBouncer in transaction mode (started for
+# the session, tests/helpers/pgbouncer.py); settings send queries through it with the
+# statement cache off and keep sessions (LISTEN, the leader's lock) direct.
+_BOUNCER: Any = None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--pgbouncer",
+        action="store_true",
+        default=os.environ.get("PGCUE_TEST_PGBOUNCER", "") not in ("", "0"),
+        help="run the fixtures' queries through a PgBouncer in transaction mode (started here)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _BOUNCER
+    if config.getoption("--pgbouncer") and _BOUNCER is None:
+        from tests.helpers import pgbouncer
+
+        _BOUNCER = pgbouncer.start(BASE_DSN)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _BOUNCER
+    if _BOUNCER is not None:
+        _BOUNCER.stop()
+        _BOUNCER = None
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if _BOUNCER is None:
+        return None
+    return f"pgcue: queries through PgBouncer (transaction mode) on 127.0.0.1:{_BOUNCER.port}"
+
+
+def pooled_dsn(direct: str) -> str:
+    """What a test connects to for queries: `direct`, or it through the session's PgBouncer."""
+    return direct if _BOUNCER is None else _BOUNCER.dsn(direct)
+
+
+def direct_dsn(dsn: str) -> str:
+    """The test PostgreSQL itself, for a DSN that may name the session's PgBouncer."""
+    base = urlsplit(BASE_DSN)
+    return urlsplit(dsn)._replace(netloc=base.netloc).geturl()
+
+
 def _admin() -> psycopg.Connection[Any]:
     return psycopg.connect(BASE_DSN, autocommit=True)
 
@@ -65,7 +113,7 @@ def _drop(dbname: str) -> None:
 
 
 def make_settings(dsn: str, **overrides: Any) -> Settings:
-    base = dict(
+    base: dict[str, Any] = dict(
         database_url=dsn,
         poll_interval=0.5,
         rescue_interval=0.5,
@@ -74,8 +122,11 @@ def make_settings(dsn: str, **overrides: Any) -> Settings:
         shutdown_grace=5.0,
         log_format="json",
     )
+    if _BOUNCER is not None and dsn != direct_dsn(dsn):  # behind PgBouncer, as docs/deploy.md says
+        # PgBouncer refuses start-up parameters it does not know (random_page_cost).
+        base.update(statement_cache_size=0, random_page_cost=0, direct_database_url=direct_dsn(dsn))
     base.update(overrides)
-    return Settings(**base)  # type: ignore[arg-type]
+    return Settings(**base)
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +163,7 @@ def database(template_db: str) -> Iterator[str]:
             psql.SQL("CREATE DATABASE {} TEMPLATE {}").format(psql.Identifier(name), psql.Identifier(template_db))
         )
     try:
-        yield dsn_for(name)
+        yield pooled_dsn(dsn_for(name))
     finally:
         _drop(name)
 
@@ -233,8 +284,9 @@ class WorkerProcess:
         trace_dir: Path,
         extra: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        command: str = "worker",
     ) -> None:
-        argv = [sys.executable, "-m", "pgcue.cli", "worker", "--import", "tests.helpers.jobtypes", *extra]
+        argv = [sys.executable, "-m", "pgcue.cli", command, "--import", "tests.helpers.jobtypes", *extra]
         for t in types:
             argv += ["--type", t]
         environ = dict(os.environ)
@@ -247,6 +299,9 @@ class WorkerProcess:
                 "PGCUE_REPORT_INTERVAL": str(settings.report_interval),
                 "PGCUE_RETRY_BASE_SECONDS": str(settings.retry_base_seconds),
                 "PGCUE_SHUTDOWN_GRACE": str(settings.shutdown_grace),
+                "PGCUE_STATEMENT_CACHE_SIZE": str(settings.statement_cache_size),
+                "PGCUE_DIRECT_DATABASE_URL": settings.direct_database_url,
+                "PGCUE_RANDOM_PAGE_COST": str(settings.random_page_cost),
                 "PGCUE_LOG_FORMAT": "json",
                 "PGCUE_LOG_LEVEL": "info",
                 "PGCUE_TEST_TRACE_DIR": str(trace_dir),
@@ -322,8 +377,9 @@ def spawn_worker(settings: Settings, trace_dir: Path) -> Iterator[Any]:
         extra: Sequence[str] = (),
         env: dict[str, str] | None = None,
         settings_override: Settings | None = None,
+        command: str = "worker",
     ) -> WorkerProcess:
-        proc = WorkerProcess(settings_override or settings, list(types), trace_dir, extra, env)
+        proc = WorkerProcess(settings_override or settings, list(types), trace_dir, extra, env, command)
         procs.append(proc)
         return proc
 

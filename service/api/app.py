@@ -12,6 +12,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
@@ -33,6 +34,8 @@ from pgcue.core.batching import EnqueueBatcher
 from pgcue.core.config import Settings, from_env
 from pgcue.core.queue import Queue
 from pgcue.core.wire import Health
+
+log = structlog.get_logger("pgcue.api")
 
 
 @get("/healthz", sync_to_thread=False, tags=["health"], summary="The process is alive")
@@ -91,6 +94,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.key_cache = KeyCache()
         app.state.hub = hub
         await hub.start()
+        # What it holds (docs/deploy.md): a pool for requests and enqueue batches, and one
+        # LISTEN session for every live stream of the process.
+        log.info("api started", connections={"pool": f"1-{settings.api_pool_size}", "listen": 1})
         try:
             yield
         finally:

@@ -1,4 +1,5 @@
-"""`pgcue`: migrate | serve | worker | workers | dev | types | jobs … | keys … | pause | resume
+"""`pgcue`: migrate | serve | worker | maintenance | workers | dev | types | jobs … | keys … |
+pause | resume | deploy
 
 The one layer that imports both the API and the worker runtime. Errors are one line on
 stderr and a non-zero exit: 1 for a refused action or an unreachable database, 2 for a
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -69,6 +71,8 @@ def _run(settings: Settings, fn: Callable[[Queue], Coroutine[Any, Any, Any]]) ->
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.check and args.wait:
+        return _wait_migrated(settings, args.wait)
     with db.connect_sync(settings) as conn:
         if args.check:
             migrate.check(conn, settings.schema)
@@ -81,6 +85,34 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"schema {settings.schema!r} already current (migration {migrate.latest_version()})")
     return 0
+
+
+def _wait_migrated(settings: Settings, timeout: float) -> int:
+    """`pgcue migrate --check --wait S`: until the schema is current (a pod's init
+    container, waiting for the migration Job), at most S seconds. An edited migration or
+    a schema newer than this code stops the wait at once: no waiting can fix those."""
+    deadline = time.monotonic() + timeout
+    said = ""
+    while True:
+        try:
+            with db.connect_sync(settings) as conn:
+                left = migrate.pending(conn, settings.schema)
+            if not left:
+                print(f"schema {settings.schema!r} is current (migration {migrate.latest_version()})", flush=True)
+                return 0
+            why = f"{len(left)} migration(s) to apply, from {left[0].label}"
+        except SchemaMismatch as exc:
+            raise Fatal(str(exc)) from None
+        except Exception as exc:
+            if not db.unavailable(exc):
+                raise
+            why = f"database unavailable: {db.describe(exc)}"
+        if time.monotonic() >= deadline:
+            raise CliError(f"schema still not current after {timeout:g}s: {why}")
+        if why != said:
+            print(f"pgcue: waiting for the migration: {why}", file=sys.stderr, flush=True)
+            said = why
+        time.sleep(2)
 
 
 def _sync_types(settings: Settings, imports: list[str] | None) -> None:
@@ -115,8 +147,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from pgcue.workers.runtime import registry
-    from pgcue.workers.runtime.metrics import serve_worker
-    from pgcue.workers.runtime.worker import Worker, apply_memory_limit, install_signal_handlers
+    from pgcue.workers.runtime.worker import Worker, apply_memory_limit
 
     registry.load([*settings.imports, *args.imports])
     try:
@@ -135,16 +166,42 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         memory = specs[0].memory_mb
     if memory:
         apply_memory_limit(memory)
-    worker = Worker(settings, specs, concurrency=args.concurrency, maintenance=not args.no_maintenance)
+    worker = Worker(
+        settings,
+        specs,
+        concurrency=args.concurrency,
+        maintenance=not args.no_maintenance,
+        max_jobs=args.max_jobs,
+        idle_exit=args.idle_exit,
+    )
+    return _run_worker(worker, args)
+
+
+def _run_worker(worker: Any, args: argparse.Namespace) -> int:
+    from pgcue.workers.runtime.metrics import serve_worker
+    from pgcue.workers.runtime.worker import install_signal_handlers
+
     if args.metrics_port:
         serve_worker(worker, args.metrics_port, args.metrics_host)
 
     async def main() -> int:
         install_signal_handlers(worker)
         settle_garbage_collector()
-        return await worker.run()
+        return int(await worker.run())
 
     return uvloop.run(main())  # the worker's loop: claims, completions and heartbeats all go through it
+
+
+def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
+    """A process that runs no job type and only stands for maintenance leader (rescue,
+    prune, cron, the artifact sweep): the always-on member of a fleet whose workers scale
+    to zero and run with --no-maintenance (ops/k8s)."""
+    from pgcue.workers.runtime import registry
+    from pgcue.workers.runtime.worker import Worker
+
+    registry.load([*settings.imports, *args.imports])  # their cron schedules
+    _check_schema(settings)
+    return _run_worker(Worker(settings, [], maintenance=True), args)
 
 
 def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
@@ -193,6 +250,42 @@ def _dev_key(settings: Settings) -> str:
             f.write(token + "\n")
         path.chmod(0o600)
     return token
+
+
+def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
+    """`pgcue deploy k8s|compose|prometheus|all [--root DIR] [--check]`: write the
+    deployment files from the registry (built-in types and --import modules)."""
+    import pgcue
+    from pgcue.cli import deploy
+    from pgcue.workers.runtime import registry
+
+    registry.load([*settings.imports, *args.imports])
+    specs = registry.runnable()
+    if args.types:
+        try:
+            specs = [registry.get(name) for name in args.types]
+        except KeyError as exc:
+            raise CliError(exc.args[0]) from None
+    options = deploy.Options(schema=settings.schema, image=args.image, tag=args.tag or pgcue.__version__)
+    plans = deploy.plans(list(specs), settings.schema)
+    make_run_types = [s.name for s in specs]
+    root = Path(args.root)
+    targets = deploy.TARGETS if args.target == "all" else (args.target,)
+    found: list[str] = []
+    for target in targets:
+        files = deploy.generate(target, plans, options, make_run_types)
+        if args.check:
+            found += deploy.differences(root, files, target)
+        else:
+            for line in deploy.write(root, files, target):
+                print(f"pgcue deploy: {line.replace('missing', 'wrote').replace('changed', 'rewrote')}")
+    if args.check:
+        if found:
+            print("\n".join(f"pgcue deploy: {line}" for line in found), file=sys.stderr)
+            print("pgcue deploy: the files differ from the registry: run `make deploy-files`", file=sys.stderr)
+            return 1
+        print(f"pgcue deploy: {', '.join(targets)} match the registry")
+    return 0
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
@@ -390,6 +483,12 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("migrate", help="apply database migrations (idempotent)")
     m.add_argument("--check", action="store_true", help="only check that the schema is current and unedited")
     m.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="with --check: wait until the schema is current (another process migrates it)",
+    )
+    m.add_argument(
         "--import",
         dest="imports",
         action="append",
@@ -410,12 +509,20 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--memory-mb", type=_positive_int, help="address-space limit for this process")
     w.add_argument("--no-memory-limit", action="store_true", help="do not apply the type's memory budget")
     w.add_argument("--no-maintenance", action="store_true", help="never lead rescue/prune in this process")
-    w.add_argument("--metrics-port", type=_positive_int, help="serve Prometheus metrics on this port (/metrics)")
     w.add_argument(
-        "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for all)"
+        "--max-jobs", type=_positive_int, help="claim this many jobs in all, exit 0 once they are done (a Job's pod)"
     )
+    w.add_argument(
+        "--idle-exit", type=_positive_float, metavar="SECONDS", help="exit 0 after this long with nothing to run"
+    )
+    _metrics_arguments(w)
     w.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE")
     w.set_defaults(fn=cmd_worker)
+
+    mt = sub.add_parser("maintenance", help="lead maintenance only (rescue, prune, cron), running no job type")
+    _metrics_arguments(mt)
+    mt.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE")
+    mt.set_defaults(fn=cmd_maintenance)
 
     ws = sub.add_parser("workers", help="run one worker process per job type, restarting crashed ones")
     ws.add_argument("--type", dest="types", action="append", metavar="TYPE")
@@ -427,6 +534,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("dev", help="database, migrations, API and workers in one command (make run)")
     d.set_defaults(fn=cmd_dev)
+
+    dp = sub.add_parser("deploy", help="write the deployment files (Kubernetes, compose, Prometheus) from the registry")
+    dp.add_argument("target", choices=["k8s", "compose", "prometheus", "all"])
+    dp.add_argument("--root", default=".", help="write under this folder (default: .): ops/k8s/, ops/compose.yaml, …")
+    dp.add_argument("--check", action="store_true", help="write nothing; exit 1 when the files differ")
+    dp.add_argument("--type", dest="types", action="append", metavar="TYPE", help="only these types (default: all)")
+    dp.add_argument("--image", default="pgcue", help="the image the manifests run (default: pgcue)")
+    dp.add_argument("--tag", help="its tag (default: this pgcue's version)")
+    dp.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE")
+    dp.set_defaults(fn=cmd_deploy)
 
     k = sub.add_parser("keys", help="API keys, users and their channels")
     ksub = k.add_subparsers(dest="keys_command", required=True)
@@ -483,6 +600,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _metrics_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics-port", type=_positive_int, help="serve Prometheus metrics (/metrics) and liveness (/healthz) here"
+    )
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for all)"
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -509,7 +645,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         if db.fatal(exc):
-            print(f"pgcue: the database refuses this connection: {db.describe(exc)}", file=sys.stderr)
+            hint = ""
+            if "unsupported startup parameter" in str(exc):
+                hint = " (behind PgBouncer set PGCUE_RANDOM_PAGE_COST=0; see docs/deploy.md)"
+            print(f"pgcue: the database refuses this connection: {db.describe(exc)}{hint}", file=sys.stderr)
             return EXIT_FATAL_CONFIG
         if db.unavailable(exc) or db.sqlstate(exc):
             print(f"pgcue: database error: {db.describe(exc)}", file=sys.stderr)

@@ -29,6 +29,8 @@ EXIT_COMPONENT_FAILED = 70
 # database refuses its credentials, the schema is not the one it needs. Restarting it
 # changes nothing, and `pgcue workers` / `pgcue dev` do not.
 EXIT_FATAL_CONFIG = 78
+# How long a stopping component may go on after its cancellation before it is cancelled again.
+RECANCEL_SECONDS = 1.0
 
 
 class Component(Protocol):
@@ -62,11 +64,24 @@ class Supervisor:
         self.tasks[component.name] = asyncio.create_task(self._supervise(component), name=component.name)
 
     async def stop(self, *names: str) -> None:
-        """Cancel the named components (all when none is named) and wait for them."""
+        """Cancel the named components (all when none is named) and wait for them.
+
+        A component can lose its cancellation: when the database goes away just as it is
+        cancelled, the error its unwinding raises (asyncpg rolling back a transaction on a
+        connection that has just closed) replaces the CancelledError, and a loop that rides
+        out an unavailable database takes it for one and goes on, waiting for good. So a
+        component still running a moment after its cancellation is cancelled again."""
         chosen = [self.tasks.pop(n) for n in (names or list(self.tasks)) if n in self.tasks]
         for task in chosen:
             task.cancel()
         for task in chosen:
+            while not task.done():
+                await asyncio.wait({task}, timeout=RECANCEL_SECONDS)
+                if not task.done():
+                    self.log.warning(
+                        "component ignored its cancellation; cancelling it again", component=task.get_name()
+                    )
+                    task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 

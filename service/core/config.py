@@ -26,6 +26,11 @@ class ConfigError(ValueError):
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = DEFAULT_DATABASE_URL
+    # PostgreSQL itself, never a pooler: what needs a session of its own goes here (each
+    # process's LISTEN connection, the maintenance leader's session lock, migrations).
+    # '' = database_url. Behind PgBouncer in transaction mode, database_url names the
+    # pooler and this the server (docs/deploy.md).
+    direct_database_url: str = ""
     schema: str = "pgcue"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -115,6 +120,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("PGCUE_RANDOM_PAGE_COST must be 0 (the server's own setting) or more")
         if self.artifact_quota_bytes < 0:
             raise ConfigError("PGCUE_ARTIFACT_QUOTA_BYTES must be 0 (no limit) or more")
+
+    @property
+    def direct_url(self) -> str:
+        """Where sessions go: PGCUE_DIRECT_DATABASE_URL, or the one database URL."""
+        return self.direct_database_url or self.database_url
+
+    @property
+    def pooled(self) -> bool:
+        """Queries go through a pooler (PGCUE_DIRECT_DATABASE_URL names another place), so
+        no session state may live on a pooled connection."""
+        return self.direct_url != self.database_url
 
     def replace(self, **changes: object) -> Settings:
         return msgspec.structs.replace(self, **changes)

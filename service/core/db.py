@@ -48,10 +48,13 @@ def unavailable(exc: BaseException) -> bool:
 
 
 def fatal(exc: BaseException) -> bool:
-    """True when the database refuses us for good: wrong credentials, missing database."""
+    """True when the database refuses us for good: wrong credentials, missing database, a
+    pooler that refuses a setting we send (PgBouncer and PGCUE_RANDOM_PAGE_COST)."""
     if sqlstate(exc).startswith(_FATAL_CLASSES):
         return True
     text = str(exc)
+    if "unsupported startup parameter" in text:  # PgBouncer's answer (SQLSTATE 08P01): no retry helps
+        return True
     return isinstance(exc, psycopg.OperationalError) and (
         "password authentication failed" in text or "does not exist" in text
     )
@@ -93,12 +96,12 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     transaction-scoped), and asyncpg still rolls back a transaction left open first."""
 
 
-def _connect_kwargs(settings: Settings, application_name: str) -> dict[str, Any]:
+def _connect_kwargs(settings: Settings, application_name: str, *, direct: bool = False) -> dict[str, Any]:
     server_settings = {"application_name": application_name}
     if settings.random_page_cost:
         server_settings["random_page_cost"] = str(settings.random_page_cost)
     return {
-        "dsn": settings.database_url,
+        "dsn": settings.direct_url if direct else settings.database_url,
         "statement_cache_size": settings.statement_cache_size,
         "server_settings": server_settings,
     }
@@ -124,12 +127,20 @@ async def create_pool(
 
 
 async def connect(settings: Settings, *, application_name: str = "pgcue") -> asyncpg.Connection:
-    """One dedicated connection (a LISTEN connection)."""
-    conn = await asyncpg.connect(**_connect_kwargs(settings, application_name))
+    """One dedicated session with PostgreSQL itself (PGCUE_DIRECT_DATABASE_URL, never a
+    transaction pooler): a LISTEN connection, the maintenance leader's lock."""
+    conn = await asyncpg.connect(**_connect_kwargs(settings, application_name, direct=True))
     await _init_connection(conn)
     return conn
 
 
 def connect_sync(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection[Any]:
-    """A psycopg connection (migrations, sync callers)."""
-    return psycopg.connect(settings.database_url, autocommit=autocommit, application_name="pgcue")
+    """A psycopg session with PostgreSQL itself (migrations, the schema check)."""
+    return psycopg.connect(
+        settings.direct_url,
+        autocommit=autocommit,
+        application_name="pgcue",
+        # psycopg prepares a statement run 5 times on a connection; with the statement
+        # cache off (a pooler in between) it must not either.
+        prepare_threshold=None if settings.statement_cache_size == 0 else 5,
+    )

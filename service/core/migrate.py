@@ -140,6 +140,16 @@ def migrate(
     return done
 
 
+def pending(conn: psycopg.Connection[Any], schema: str = "pgcue") -> list[Migration]:
+    """The migrations not yet applied to `schema` (none: it is current). SchemaMismatch
+    when it is newer than this code or an applied migration was edited: no wait fixes
+    those."""
+    have = applied(conn, schema)
+    known = available()
+    _verify(have, known, schema)
+    return [m for m in known if m.version not in have]
+
+
 def check(conn: psycopg.Connection[Any], schema: str = "pgcue") -> None:
     """Refuse to run against a schema this code does not match (start-up check)."""
     have = applied(conn, schema)

@@ -15,7 +15,7 @@ from pgcue.core.config import Settings
 from pgcue.core.errors import InvalidJob, InvalidTransition, JobNotFound, UnknownJobType
 from pgcue.core.models import Completion, Failure, NewJob
 from pgcue.core.queue import Queue, enqueue_many_sync, retry_delay
-from tests.conftest import Watcher
+from tests.conftest import Watcher, make_settings
 
 W = "test-worker"
 
@@ -311,7 +311,7 @@ async def test_impossible_states_are_rejected_by_the_schema(queue: Queue, pool: 
 async def test_a_custom_schema_is_fully_separate(database: str) -> None:
     from pgcue.core import migrate
 
-    settings = Settings(database_url=database, schema="studio_q")
+    settings = make_settings(database, schema="studio_q")
     with db.connect_sync(settings) as conn:
         assert [m.version for m in migrate.migrate(conn, "studio_q")] == [m.version for m in migrate.available()]
     pool = await db.create_pool(settings)

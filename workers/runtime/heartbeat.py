@@ -21,7 +21,7 @@ class Heartbeat:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.interval = max(0.1, min(spec.lease_seconds for spec in worker.specs.values()) / 3)
+        self.interval = max(0.1, min((spec.lease_seconds for spec in worker.specs.values()), default=30) / 3)
 
     async def run(self) -> None:
         worker = self.worker

@@ -1,13 +1,19 @@
 """A worker process's own metrics: its running jobs, free slots and capacity per type, read
-at scrape time, served with the process's counters on its metrics port."""
+at scrape time, served with the process's counters on its metrics port, beside its
+liveness (/healthz) for a container's health check and a Kubernetes liveness probe."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Protocol
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from pgcue.core.metrics import init_job_types
 
@@ -18,6 +24,10 @@ class WorkerState(Protocol):
 
     @property
     def busy(self) -> Mapping[str, int]: ...  # running jobs per type
+
+
+class Healthy(WorkerState, Protocol):
+    def health(self) -> tuple[bool, str]: ...  # alive?, and why not
 
 
 class WorkerCollector:
@@ -50,8 +60,30 @@ class WorkerCollector:
         yield from (running, free, slots)
 
 
-def serve_worker(worker: WorkerState, port: int, host: str = "127.0.0.1") -> None:
-    """Expose this worker process's metrics on http://host:port/metrics (a daemon thread)."""
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # a scrape is not news
+        pass
+
+
+def serve_worker(worker: Healthy, port: int, host: str = "127.0.0.1") -> None:
+    """Expose this worker process's metrics on http://host:port/metrics, and its liveness
+    on /healthz (200, or 503 when its event loop is stuck), from a daemon thread."""
     init_job_types(worker.limits)
     REGISTRY.register(WorkerCollector(worker))
-    start_http_server(port, addr=host)
+    metrics_app = make_wsgi_app(REGISTRY)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            ok, detail = worker.health()
+            body = json.dumps({"status": "ok" if ok else "unavailable", "detail": detail}).encode()
+            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
+            return [body]
+        return metrics_app(environ, start_response)
+
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    httpd = make_server(host, port, app, Server, handler_class=_Quiet)
+    threading.Thread(target=httpd.serve_forever, name="pgcue-metrics", daemon=True).start()

@@ -34,7 +34,7 @@ class Producer:
         rotations = 0  # claims in a row that found a full ring of channels but took no job
         while not worker.stopping:
             self.wake.clear()
-            free = worker.limits[name] - worker.busy[name]
+            free = worker.room(name)
             if free > 0:
                 want = min(free, batch_limit)
                 limited = worker.limited.get(name, False)
@@ -58,7 +58,7 @@ class Producer:
                 self.maybe_more = bool(jobs) or limited
                 for job in jobs:
                     worker.start_job(spec, job)
-                if jobs and not limited and worker.busy[name] < worker.limits[name]:
+                if jobs and not limited and worker.room(name) > 0:
                     continue
                 # Every channel visited had only delayed jobs: go on round the ring now,
                 # a bounded number of times, rather than waiting a poll per ring.

@@ -56,6 +56,15 @@ class TypeSpec:
     # The payload's msgspec Struct (None: any JSON object). Its JSON Schema is registered
     # with the type, and every enqueue is checked against it; ctx.payload_as(it) decodes.
     payload: type | None = None
+    # How a cluster runs this type's workers (`pgcue deploy k8s`, docs/deploy.md):
+    # "deployment", a Deployment scaled by KEDA, whose scale-in stops a pod with SIGTERM
+    # and the shutdown grace; or "job", a KEDA ScaledJob, whose pods run their jobs to
+    # the end and exit, so that no scale-in stops one mid-job (for jobs hours long).
+    deploy_as: str = "deployment"
+
+    def __post_init__(self) -> None:
+        if self.deploy_as not in ("deployment", "job"):
+            raise ValueError(f"job type {self.name!r}: deploy_as must be 'deployment' or 'job'")
 
     def row(self) -> JobType:
         return JobType(

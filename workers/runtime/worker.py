@@ -11,6 +11,11 @@ stops the process with exit status 70, so its own supervisor starts a fresh one.
 
 On SIGTERM the worker stops claiming, lets running jobs finish for the grace period, then
 gives the rest back without charging their attempt.
+
+A worker with no job types and maintenance on (`pgcue maintenance`) only leads
+maintenance: the one always-on process of a fleet whose workers scale to zero. A worker
+with `max_jobs` or `idle_exit` ends by itself (lifetime.py): a pod of a Kubernetes Job
+that runs one job and exits.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from pgcue.workers.runtime.context import (
     Suspended,
 )
 from pgcue.workers.runtime.heartbeat import Heartbeat
+from pgcue.workers.runtime.lifetime import Lifetime
 from pgcue.workers.runtime.maintenance.duties import ArtifactSweeper, Pruner, Rescuer, Scheduler
 from pgcue.workers.runtime.maintenance.leader import Leader
 from pgcue.workers.runtime.producer import Producer
@@ -55,6 +61,8 @@ from pgcue.workers.runtime.reporter import ProgressReporter
 from pgcue.workers.runtime.timeouts import TimeoutSweep
 
 log = structlog.get_logger("pgcue.worker")
+
+HEALTH_STALL_SECONDS = 30.0
 
 
 @dataclass
@@ -88,9 +96,11 @@ class Worker:
         concurrency: int | None = None,
         worker_id: str | None = None,
         maintenance: bool = True,
+        max_jobs: int | None = None,
+        idle_exit: float | None = None,
     ) -> None:
-        if not specs:
-            raise ValueError("a worker needs at least one job type")
+        if not specs and not maintenance:
+            raise ValueError("a worker needs at least one job type, or maintenance to lead")
         missing = [s.name for s in specs if s.handler is None]
         if missing:
             raise ValueError(f"no handler registered for job type(s): {', '.join(missing)}")
@@ -99,6 +109,9 @@ class Worker:
         self.limits = {s.name: concurrency or s.concurrency for s in specs}
         self.worker_id = worker_id or new_worker_id()
         self.with_maintenance = maintenance
+        self.max_jobs = max_jobs  # claim this many in all, then exit once they are done
+        self.idle_exit = idle_exit  # exit after this many seconds with nothing to run
+        self.ticked = time.monotonic()  # the timeout sweep's last pass: the loop is alive
         self.running: dict[uuid.UUID, Running] = {}
         self.busy = dict.fromkeys(self.specs, 0)
         self.limited: dict[str, bool] = {}  # types claimed under a fleet-wide lock
@@ -114,6 +127,22 @@ class Worker:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    def room(self, name: str) -> int:
+        """Jobs of type `name` this process may claim now: its free slots, within what is
+        left of max_jobs."""
+        free = self.limits[name] - self.busy[name]
+        if self.max_jobs is not None:
+            free = min(free, self.max_jobs - self.stats["claimed"])
+        return free
+
+    def health(self) -> tuple[bool, str]:
+        """Alive when the event loop has run the timeout sweep lately (the metrics port's
+        /healthz: a liveness probe restarts a worker whose loop is stuck)."""
+        lag = time.monotonic() - self.ticked
+        if lag > HEALTH_STALL_SECONDS:
+            return False, f"the event loop has not run for {lag:.0f}s"
+        return True, "stopping" if self.stopping else "ok"
 
     # --- life --------------------------------------------------------------------------
 
@@ -154,8 +183,11 @@ class Worker:
         )
         for component in (listener, Heartbeat(self), self.reporter, self.completer, TimeoutSweep(self)):
             supervisor.start(component)
+        if self.max_jobs is not None or self.idle_exit is not None:
+            supervisor.start(Lifetime(self))
         if self.with_maintenance:
-            leader = Leader(self.queue, s.rescue_interval)
+            direct = (lambda: db.connect(s, application_name="pgcue-leader")) if s.pooled else None
+            leader = Leader(self.queue, s.rescue_interval, direct)
             supervisor.start(leader)
             supervisor.start(Rescuer(self.queue, leader, s.rescue_interval))
             supervisor.start(Scheduler(self.queue, leader, min(1.0, s.rescue_interval)))
@@ -163,7 +195,15 @@ class Worker:
             supervisor.start(ArtifactSweeper(self.queue, leader, s.artifact_sweep_interval, self.store))
         for producer in self.producers.values():
             supervisor.start(producer)
-        self.log.info("worker started", types=sorted(self.specs), concurrency=self.limits)
+        self.log.info(
+            "worker started",
+            types=sorted(self.specs),
+            concurrency=self.limits,
+            # What it holds (docs/deploy.md): a pool for claims, outcomes, progress and
+            # heartbeats (idle ones close after 15 s), one LISTEN session, and, while it
+            # leads behind a pooler, the leader's session.
+            connections={"pool": f"1-{size}", "listen": 1, "leader": int(self.with_maintenance and s.pooled)},
+        )
         try:
             await self._stop.wait()
         finally:

@@ -176,6 +176,7 @@ async def build_command(
     timeout_seconds=2 * 3600,
     payload=RenderPayload,
     description="composition to MP4 export",
+    deploy_as="job",  # hours long: a Kubernetes Job per render, never stopped by a scale-in
 )
 async def render(ctx: JobContext) -> Result:
     ctx.payload_as(RenderPayload)  # the schema's checks, before any work

@@ -5,7 +5,7 @@ removal of deleted jobs' artifact folders."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -19,15 +19,20 @@ if TYPE_CHECKING:
     from pgcue.core.queue import Queue
 
 
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+
+
 class Leadership:
-    """The maintenance lock (a session advisory lock), held on one pooled connection for as
-    long as this process leads. Followers hold no connection for it: they try again now
-    and then on a pooled one. When the leader dies, its connection closes and the lock
+    """The maintenance lock (a session advisory lock), held on one connection for as long
+    as this process leads: a pooled one taken out of the pool, or, behind a transaction
+    pooler, a direct session of its own (a pooled connection there is a different server
+    session at every transaction, which would keep the lock after we let go). Followers
+    hold no connection for it. When the leader dies, its connection closes and the lock
     goes with it."""
 
-    def __init__(self, queue: Queue, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    def __init__(self, queue: Queue, pool: asyncpg.Pool | None, conn: asyncpg.Connection) -> None:
         self.q = queue
-        self._pool = pool
+        self._pool = pool  # None: a direct session, closed when leadership ends
         self._conn: asyncpg.Connection | None = conn
 
     async def check(self) -> None:
@@ -39,6 +44,12 @@ class Leadership:
     async def release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
+            return
+        if self._pool is None:
+            try:
+                await conn.close(timeout=5)  # the session ends, and its lock with it
+            except Exception:
+                conn.terminate()
             return
         try:
             if not conn.is_closed():
@@ -53,11 +64,29 @@ class Upkeep:
     def __init__(self, queue: Queue) -> None:
         self.q = queue
 
-    async def try_lead(self) -> Leadership | None:
-        """Become the maintenance leader if no one is; None when someone else leads."""
+    async def try_lead(self, connect: Connect | None = None) -> Leadership | None:
+        """Become the maintenance leader if no one is; None when someone else leads.
+
+        `connect` opens a direct session (pgcue.core.db.connect): given when queries go
+        through a transaction pooler, the lock is taken on a session of its own, opened
+        only when the pooled check finds that nobody holds it."""
         pool = self.q.pool
         if not isinstance(pool, asyncpg.Pool):
             raise TypeError("leadership needs a pool")
+        if connect is not None:
+            held = await self.q.sql.fetchrow(pool, "maintenance_lock_held")
+            if held and held["held"]:
+                return None
+            session = await connect()
+            try:
+                row = await self.q.sql.fetchrow(session, "try_maintenance_lock")
+            except BaseException:
+                session.terminate()
+                raise
+            if row and row["acquired"]:
+                return Leadership(self.q, None, session)
+            await session.close()
+            return None
         conn = await pool.acquire()
         try:
             row = await self.q.sql.fetchrow(conn, "try_maintenance_lock")

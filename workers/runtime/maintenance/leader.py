@@ -1,5 +1,6 @@
 """Leader election for maintenance: a session advisory lock, taken on a pooled connection
-that is kept for as long as the process leads (Queue.upkeep.try_lead). Followers hold no
+that is kept for as long as the process leads (Queue.upkeep.try_lead), or on a direct
+session of its own when queries go through a transaction pooler. Followers hold no
 connection for it; they try again every PGCUE_RESCUE_INTERVAL."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import structlog
 
 from pgcue.core import db
 from pgcue.core.queue import Queue
-from pgcue.core.queue.upkeep import Leadership
+from pgcue.core.queue.upkeep import Connect, Leadership
 
 log = structlog.get_logger("pgcue.maintenance")
 
@@ -19,9 +20,11 @@ log = structlog.get_logger("pgcue.maintenance")
 class Leader:
     name = "leader"
 
-    def __init__(self, queue: Queue, interval: float) -> None:
+    def __init__(self, queue: Queue, interval: float, connect: Connect | None = None) -> None:
+        """`connect`: a direct session for the lock, when queries go through a pooler."""
         self.queue = queue
         self.interval = interval
+        self.connect = connect
         self.leading = asyncio.Event()
         self._lease: Leadership | None = None
 
@@ -30,7 +33,7 @@ class Leader:
             while True:
                 try:
                     if self._lease is None:
-                        self._lease = await self.queue.upkeep.try_lead()
+                        self._lease = await self.queue.upkeep.try_lead(self.connect)
                         if self._lease is not None:
                             self.leading.set()
                             log.info("leading maintenance")
