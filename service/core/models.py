@@ -282,7 +282,7 @@ class StageRow(msgspec.Struct, kw_only=True):
             reviewer=self.spec.get("reviewer"),
             max_iterations=int(self.spec.get("maxIterations", 1)),
             approval=bool(self.spec.get("approval")),
-            feedback=self.feedback,
+            feedback=[_feedback_entry(f) for f in self.feedback],
             child_id=None if self.child_id is None else str(self.child_id),
             review_child_id=None if self.review_child_id is None else str(self.review_child_id),
             result=self.result,
@@ -290,6 +290,17 @@ class StageRow(msgspec.Struct, kw_only=True):
             started_at=iso_ms(self.started_at),
             finished_at=iso_ms(self.finished_at),
         )
+
+
+def _feedback_entry(entry: Any) -> Any:
+    """A feedback entry with its `at` in the API's one format (runs recorded before
+    migration 0007 wrote PostgreSQL's own text, 2024-03-15T10:30:05.123456+00:00)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("at"), str) or entry["at"].endswith("Z"):
+        return entry
+    try:
+        return {**entry, "at": iso_ms(datetime.fromisoformat(entry["at"]))}
+    except ValueError:
+        return entry
 
 
 @dataclass(frozen=True, slots=True)

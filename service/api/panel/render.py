@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from pgcue.core.artifacts import content_type
 from pgcue.core.models import Job, JobEvent, StageRow
@@ -163,6 +165,7 @@ class JobView:
     job: Job
     chip: Chip
     stages: list[StageView] = field(default_factory=list)
+    key: Any = None  # what the row shows depends on (RowCache)
 
     @property
     def id(self) -> str:
@@ -237,7 +240,42 @@ class JobView:
 
 
 def job_view(job: Job, stages: list[StageRow] | None = None) -> JobView:
-    return JobView(job, chip_of(job), [stage_view(s) for s in stages or []])
+    view = JobView(job, chip_of(job), [stage_view(s) for s in stages or []])
+    view.key = (
+        job.id,
+        job.updated_at,
+        job.fence,
+        job.state,
+        job.attempts,
+        job.progress,
+        job.cancel_requested,
+        tuple((s.state, s.iteration, s.updated_at) for s in stages or []),
+    )
+    return view
+
+
+class RowCache:
+    """Rendered rows by what they show: a job's row changes only when the job (or a run's
+    stage) is updated, and every change a row shows moves its updated_at, so a list of
+    finished jobs is mostly dictionary lookups instead of template work (the rendering
+    was half of a list page's CPU)."""
+
+    def __init__(self, env: jinja2.Environment, size: int = 5000) -> None:
+        self.template = env.get_template("fragments/row.html")
+        self.size = size
+        self._rows: OrderedDict[Any, Markup] = OrderedDict()
+
+    def __call__(self, view: JobView) -> Markup:
+        key = view.key
+        html = self._rows.get(key)
+        if html is None:
+            html = Markup(self.template.render(v=view))
+            self._rows[key] = html
+            if len(self._rows) > self.size:
+                self._rows.popitem(last=False)
+        else:
+            self._rows.move_to_end(key)
+        return html
 
 
 def event_line(event: JobEvent) -> str:
@@ -308,4 +346,5 @@ def environment() -> jinja2.Environment:
         event_line=event_line,
     )
     env.globals.update(also_called=ALSO_CALLED, states=[s.value for s in JobState])
+    env.globals["row"] = RowCache(env)
     return env

@@ -112,6 +112,8 @@ async def filters_of(request: Request[Any, Any, Any], panel: PanelState, caller:
     elif not caller.sees(channel):
         raise panel_problem(404, f"channel {channel!r} is not one of your channels", field="channelId")
     job_type = _param(request, "type", 63)
+    if job_type is not None and job_type not in await panel.queue.types.names():
+        raise panel_problem(400, f"there is no job type {job_type[:63]!r} (see `pgcue types`)", field="type")
     state_text = _param(request, "state", 20)
     state = None
     if state_text is not None:
