@@ -86,3 +86,13 @@ pipeline(
         Stage("notes", "p-file", inputs={"from": "draft.text"}),
     ],
 )
+# The screenshots' pipeline (tests/helpers/screenshots.py): reviewed, approved by a person,
+# with an artifact at the end.
+pipeline(
+    "episode-demo",
+    [
+        Stage("outline", "p-work", inputs={"from": "inputs.topic"}, reviewer="check:not-empty"),
+        Stage("script", "p-work", inputs={"from": "outline.text"}, approval=True),
+        Stage("notes", "p-file", inputs={"from": "script.text"}),
+    ],
+)
