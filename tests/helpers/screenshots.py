@@ -7,6 +7,9 @@ It makes a scratch database (PGCUE_TEST_DSN's server), serves the real API on lo
 starts real workers (tts, render, proposals, a pipeline, a download that fails), signs in
 through the panel's form and photographs the user view, an expanded row, a pipeline run
 waiting for approval, the operator view and a phone's view. Then it drops everything.
+A real run lasts a minute, so the operator's chart of the last hour gets the hour before
+it as rows written by SQL (finished jobs of another channel, `shorts`); everything else
+on the pictures happened.
 """
 
 from __future__ import annotations
@@ -61,6 +64,28 @@ def _workers(settings: Any, artifacts: str) -> list[subprocess.Popen[bytes]]:
             argv += ["--type", t]
         procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return procs
+
+
+# The hour before the run, for the chart: a few finished jobs a minute, one in twenty failed.
+HISTORY = """
+INSERT INTO pgcue.jobs (type, channel_id, state, attempts, max_attempts, cancel_requested, result,
+                        error_message, errors, progress, created_at, started_at, completed_at, updated_at)
+SELECT t.type, 'shorts', s.state, CASE WHEN s.state = 'failed' THEN 3 ELSE 1 END, 3,
+       s.state = 'cancelled',
+       CASE WHEN s.state = 'completed' THEN '{}'::jsonb END,
+       CASE WHEN s.state = 'failed' THEN 'the provider timed out'
+            WHEN s.state = 'cancelled' THEN 'Job cancelled by user request' END,
+       CASE WHEN s.state = 'failed' THEN jsonb_build_array(jsonb_build_object(
+           'attempt', 3, 'at', pgcue.iso_ms(g.at), 'kind', 'error', 'error', 'the provider timed out'))
+            ELSE '[]'::jsonb END,
+       100, g.at - interval '20 s', g.at - interval '15 s', g.at, g.at
+FROM generate_series(1, 420) AS i
+CROSS JOIN LATERAL (SELECT now() - interval '61 minutes' + (i * interval '1 hour') / 420
+                           + (random() * interval '5 s') AS at) g
+CROSS JOIN LATERAL (SELECT (ARRAY['tts', 'render', 'idea', 'resource-download'])[1 + i % 4] AS type) t
+CROSS JOIN LATERAL (SELECT CASE WHEN i % 20 = 3 THEN 'failed' WHEN i % 53 = 7 THEN 'cancelled'
+                                ELSE 'completed' END AS state) s
+"""
 
 
 async def _enqueue(c: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
@@ -175,7 +200,9 @@ async def main(out: Path) -> None:
         pool = await db.create_pool(settings, min_size=1, max_size=2)
         try:
             queue = Queue(pool)
-            await queue.register_types([s.row() for s in registry.all_types()])
+            # The studio's types and the pipeline's, not the test suite's t-* types.
+            await queue.register_types([s.row() for s in registry.all_types() if not s.name.startswith("t-")])
+            await pool.execute(HISTORY)
             keys = {
                 "studio": await queue.keys.create("studio", plan="paid", channels=[CHANNEL, "shorts"]),
                 "ops": await queue.keys.create("ops", admin=True),

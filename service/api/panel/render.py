@@ -67,6 +67,28 @@ def duration(ms: float | None) -> str:
     return f"{hours // 24} d {hours % 24} h"
 
 
+def clock_text(text: str | None) -> str:
+    """An ISO 8601 time from a job's JSON (an error's, a review's) as clock() writes times."""
+    if not text:
+        return "—"
+    try:
+        return clock(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except ValueError:
+        return text
+
+
+def limits(queue: Any) -> str:
+    """A type's fleet-wide limits in force: fleet 4 · per channel 2 · 10 per 60 s."""
+    parts = []
+    if queue.global_concurrency:
+        parts.append(f"fleet {queue.global_concurrency}")
+    if queue.channel_concurrency:
+        parts.append(f"per channel {queue.channel_concurrency}")
+    if queue.rate_limit:
+        parts.append(f"{queue.rate_limit} per {queue.rate_period_seconds} s")
+    return " · ".join(parts) or "—"
+
+
 def number(n: int, capped: bool = False) -> str:
     return f"{n:,}+" if capped else f"{n:,}"
 
@@ -183,7 +205,20 @@ class JobView:
 
     @property
     def attempts(self) -> str:
-        return f"{self.job.attempts} of {self.job.max_attempts}"
+        """`2 of 3`; a job parked mid-attempt (a run between its moves, a poll of a
+        provider) is on the attempt its claim will go on with."""
+        n = self.job.attempts
+        if self.job.state == JobState.QUEUED and self.job.waiting_for and self.job.started_at is not None:
+            n += 1
+        return f"{n} of {self.job.max_attempts}"
+
+    @property
+    def scheduled(self) -> datetime | None:
+        """When a queued job that waits for nothing runs, if that is ahead (a delay, a retry's
+        backoff)."""
+        if self.job.state == JobState.QUEUED and not self.job.waiting_for and self.job.run_at > datetime.now(UTC):
+            return self.job.run_at
+        return None
 
     @property
     def waiting(self) -> str | None:
@@ -344,6 +379,8 @@ def environment() -> jinja2.Environment:
         number=number,
         pretty=pretty,
         event_line=event_line,
+        clock_text=clock_text,
+        limits=limits,
     )
     env.globals.update(also_called=ALSO_CALLED, states=[s.value for s in JobState])
     env.globals["row"] = RowCache(env)

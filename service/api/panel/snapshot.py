@@ -149,7 +149,7 @@ class Snapshots:
                 throughput=await q.fleet.throughput(CHART_SECONDS),
                 workers=await q.fleet.workers_seen(),
                 stuck=await q.fleet.stuck(),
-                failures=await q.fleet.failures(),
+                failures=await q.fleet.failures(20),
                 channels=await q.fleet.channels(),
                 taken_at=datetime.now(UTC),
             )
