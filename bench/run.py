@@ -6,6 +6,7 @@ Prints a table and writes bench/results/<time>.json.
     make bench BENCH_ARGS="--jobs 20000 --only drain,latency --no-peers"
     make bench BENCH_ARGS="--only http,sse --no-peers"  # the API: needs wrk (or uses an asyncio client)
     make bench BENCH_ARGS="--only soak --soak-jobs 50000 --no-peers"  # the soak runs only when asked
+    make bench BENCH_ARGS="--only panel --no-peers"   # the Jobs panel's pages over 5,000,000 jobs (--panel-jobs)
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import api_bench, soak
+from bench import api_bench, panel_bench, soak
 from bench import pgcue_bench as pb
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 WORKLOADS = ("enqueue", "drain", "drain2", "latency", "ceiling", "fairness", "http", "sse")
-OPTIONAL = ("soak",)  # long: only with --soak, --soak-jobs or --only soak
+OPTIONAL = ("soak", "panel")  # long: only with --soak / --soak-jobs, --panel / --panel-jobs, or --only
 
 
 def _collect(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -73,6 +74,11 @@ async def run_pgcue(args: argparse.Namespace) -> dict[str, Any]:
                 runs.append(await api_bench.sse_fanout(args.dsn, args.sse_subscribers, args.sse_jobs))
         keys = tuple(k for k in runs[0] if k.endswith(("_per_s", "_ms", "_pct")))
         out[name] = _collect(runs, keys)
+    if "panel" in only:  # once: the fill is the long part
+        print(f"  pgcue panel: {args.panel_jobs:,} jobs …", file=sys.stderr, flush=True)
+        out["panel"] = await panel_bench.panel(
+            args.dsn, args.panel_jobs, seconds=args.panel_seconds, clients=args.panel_clients
+        )
     if "soak" in only:  # once, whatever --repeat says: it is the long run
         print(f"  pgcue soak: {args.soak_jobs:,} jobs …", file=sys.stderr, flush=True)
         out["soak"] = await soak.soak(args.dsn, args.soak_jobs, args.soak_processes)
@@ -137,6 +143,8 @@ def print_table(result: dict[str, Any]) -> None:
     _print_api(p)
     if "soak" in p:
         _print_soak(p["soak"])
+    if "panel" in p:
+        panel_bench.print_panel(p["panel"])
     _print_peers(result)
 
 
@@ -279,6 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     long.add_argument("--soak", action="store_true", help="also run the soak (1,000,000 jobs unless --soak-jobs)")
     long.add_argument("--soak-jobs", type=int, help="jobs in the soak (implies --soak)")
     long.add_argument("--soak-processes", type=int, default=1, choices=(1, 2), help="worker processes draining")
+    web = ap.add_argument_group("the Jobs panel (not run unless asked)")
+    web.add_argument(
+        "--panel", action="store_true", help="also run the panel workload (5,000,000 jobs unless --panel-jobs)"
+    )
+    web.add_argument("--panel-jobs", type=int, help="jobs in the table behind the panel (implies --panel)")
+    web.add_argument("--panel-seconds", type=float, default=10.0, help="measured seconds per page")
+    web.add_argument("--panel-clients", type=int, default=4, help="concurrent signed-in clients")
     args = ap.parse_args(argv)
     unknown = set(args.only) - set(WORKLOADS + OPTIONAL)
     if unknown:
@@ -286,13 +301,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.soak or args.soak_jobs:
         args.only = [*args.only, "soak"]
     args.soak_jobs = args.soak_jobs or 1_000_000
+    if args.panel or args.panel_jobs:
+        args.only = [*args.only, "panel"]
+    args.panel_jobs = args.panel_jobs or 5_000_000
     started = time.time()
     result: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "jobs": args.jobs,
         "repeat": args.repeat,
-        "settings": {k: v for k, v in vars(args).items() if k.startswith(("http_", "sse_", "soak_"))},
+        "settings": {k: v for k, v in vars(args).items() if k.startswith(("http_", "sse_", "soak_", "panel_"))},
         "pgcue": asyncio.run(run_pgcue(args)),
     }
     if not args.no_peers:

@@ -244,7 +244,7 @@ WITH prev AS (
     SET state = 'queued', attempts = 0, cancel_requested = false, run_at = now(),
         completed_at = NULL, error_message = NULL, result = NULL, result_path = NULL,
         progress = 0, progress_message = NULL, handler_state = NULL, waiting_for = NULL,
-        updated_at = now()
+        parked = false, updated_at = now()
     WHERE j.id = $1 AND j.state IN ('failed', 'cancelled')
     RETURNING j.id, j.type, j.channel_id, j.owner_id, j.state, j.max_attempts
 ), events AS (
@@ -344,7 +344,7 @@ CREATE TABLE pgcue.job_events (
     kind text NOT NULL,
     data jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT job_events_kind_check CHECK ((kind = ANY (ARRAY['job:status'::text, 'job:output'::text, 'job:progress'::text, 'stage:updated'::text])))
+    CONSTRAINT job_events_kind_check CHECK ((kind = ANY (ARRAY['job:status'::text, 'job:output'::text, 'job:progress'::text, 'stage:updated'::text, 'proposals:updated'::text])))
 );
 COMMENT ON TABLE pgcue.job_events IS 'Append-only history of every job: status changes, output, progress, stages.';
 ALTER TABLE pgcue.job_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
@@ -422,6 +422,7 @@ CREATE TABLE pgcue.jobs (
     fence bigint DEFAULT 0 NOT NULL,
     artifact_bytes bigint,
     handler_state jsonb,
+    parked boolean DEFAULT false NOT NULL,
     CONSTRAINT jobs_artifact_bytes_check CHECK ((artifact_bytes >= 0)),
     CONSTRAINT jobs_attempts_within_max CHECK (((attempts >= 0) AND (attempts <= max_attempts))),
     CONSTRAINT jobs_cancelled_was_requested CHECK (((state <> 'cancelled'::text) OR cancel_requested)),
@@ -449,6 +450,7 @@ COMMENT ON COLUMN pgcue.jobs.waiting_for IS 'A parked job: children (a pipeline 
 COMMENT ON COLUMN pgcue.jobs.fence IS 'Claims so far, never reset: the token every write of the claiming worker is fenced by.';
 COMMENT ON COLUMN pgcue.jobs.artifact_bytes IS 'NULL: no artifact folder; else the bytes of the job''s published artifacts.';
 COMMENT ON COLUMN pgcue.jobs.handler_state IS 'Outside work the job''s handler started (a provider''s prediction id, its idempotency key), kept across parks, retries and rescues; NULL: none. A person''s retry clears it.';
+COMMENT ON COLUMN pgcue.jobs.parked IS 'The job has parked (a pipeline run between its moves) since it was enqueued or retried: its later claims continue the run and keep started_at.';
 CREATE TABLE pgcue.paused_channels (
     channel_id text NOT NULL,
     paused_at timestamp with time zone DEFAULT now() NOT NULL,
@@ -601,6 +603,14 @@ CREATE TABLE pgcue.schema_migrations (
     checksum text NOT NULL,
     applied_at timestamp with time zone DEFAULT now() NOT NULL
 );
+CREATE TABLE pgcue.sessions (
+    token_hash bytea NOT NULL,
+    key_id bigint NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    CONSTRAINT sessions_token_hash_check CHECK ((length(token_hash) = 32))
+);
+COMMENT ON TABLE pgcue.sessions IS 'Panel sign-ins: sha256(session token) only, each acting with its API key''s rights until expires_at or logout.';
 CREATE VIEW pgcue.stuck_jobs AS
  SELECT j.id,
     j.type,
@@ -673,6 +683,8 @@ ALTER TABLE ONLY pgcue.schedules
     ADD CONSTRAINT schedules_pkey PRIMARY KEY (name);
 ALTER TABLE ONLY pgcue.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+ALTER TABLE ONLY pgcue.sessions
+    ADD CONSTRAINT sessions_pkey PRIMARY KEY (token_hash);
 ALTER TABLE ONLY pgcue.users
     ADD CONSTRAINT users_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY pgcue.workers
@@ -681,8 +693,11 @@ CREATE INDEX channels_owner_idx ON pgcue.channels USING btree (owner_id);
 CREATE INDEX job_events_channel_idx ON pgcue.job_events USING btree (channel_id, id);
 CREATE INDEX job_events_job_idx ON pgcue.job_events USING btree (job_id, id);
 CREATE INDEX job_events_tx_idx ON pgcue.job_events USING btree (tx);
+CREATE INDEX jobs_channel_completed_idx ON pgcue.jobs USING btree (channel_id, completed_at DESC, id DESC) WHERE (state = 'completed'::text);
 CREATE INDEX jobs_channel_idx ON pgcue.jobs USING btree (channel_id, created_at DESC, id DESC);
+CREATE INDEX jobs_channel_type_state_idx ON pgcue.jobs USING btree (channel_id, type, state, created_at DESC, id DESC) INCLUDE (parent_id);
 CREATE INDEX jobs_claim_idx ON pgcue.jobs USING btree (type, channel_id, priority DESC, run_at) WHERE (state = 'queued'::text);
+CREATE INDEX jobs_errors_idx ON pgcue.jobs USING btree (completed_at DESC) WHERE (errors <> '[]'::jsonb);
 CREATE INDEX jobs_finished_idx ON pgcue.jobs USING btree (completed_at) WHERE (completed_at IS NOT NULL);
 CREATE UNIQUE INDEX jobs_idempotency_idx ON pgcue.jobs USING btree (COALESCE(owner_id, ''::text), idempotency_key) WHERE (idempotency_key IS NOT NULL);
 CREATE INDEX jobs_outside_work_idx ON pgcue.jobs USING btree (type, channel_id) WHERE ((handler_state IS NOT NULL) AND (state = ANY (ARRAY['queued'::text, 'running'::text])));
@@ -691,6 +706,8 @@ CREATE INDEX jobs_running_idx ON pgcue.jobs USING btree (type, channel_id) WHERE
 CREATE UNIQUE INDEX jobs_unique_active_idx ON pgcue.jobs USING btree (type, channel_id, unique_key) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['queued'::text, 'running'::text])));
 CREATE INDEX rate_starts_type_idx ON pgcue.rate_starts USING btree (type, started_at);
 CREATE INDEX schedules_due_idx ON pgcue.schedules USING btree (next_run_at) WHERE (NOT paused);
+CREATE INDEX sessions_expires_idx ON pgcue.sessions USING btree (expires_at);
+CREATE INDEX sessions_key_idx ON pgcue.sessions USING btree (key_id);
 CREATE TRIGGER job_types_in_use BEFORE DELETE OR UPDATE OF name ON pgcue.job_types FOR EACH ROW EXECUTE FUNCTION pgcue.job_type_in_use();
 CREATE TRIGGER jobs_deleted AFTER DELETE ON pgcue.jobs REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION pgcue.jobs_deleted();
 ALTER TABLE ONLY pgcue.api_keys
@@ -701,3 +718,5 @@ ALTER TABLE ONLY pgcue.rate_starts
     ADD CONSTRAINT rate_starts_type_fkey FOREIGN KEY (type) REFERENCES pgcue.job_types(name) ON DELETE CASCADE;
 ALTER TABLE ONLY pgcue.schedules
     ADD CONSTRAINT schedules_type_fkey FOREIGN KEY (type) REFERENCES pgcue.job_types(name);
+ALTER TABLE ONLY pgcue.sessions
+    ADD CONSTRAINT sessions_key_id_fkey FOREIGN KEY (key_id) REFERENCES pgcue.api_keys(id) ON DELETE CASCADE;

@@ -1,4 +1,5 @@
-"""Litestar application factory: the jobs API, its live events, health, metrics and OpenAPI.
+"""Litestar application factory: the jobs API, its live events, the Jobs panel (pgcue.api.panel),
+health, metrics and OpenAPI.
 
 Every route is private (pgcue.api.auth) unless its path is in auth.PUBLIC.
 """
@@ -23,9 +24,12 @@ from litestar.response import Response
 from pgcue.api.auth import KeyCache, authentication
 from pgcue.api.bodies import ApiRequest
 from pgcue.api.files import route_handlers as file_routes
+from pgcue.api.fleet import FleetController
 from pgcue.api.hub import EventHub
 from pgcue.api.jobs import JobsController
 from pgcue.api.metrics import MetricsPlugin
+from pgcue.api.panel import PanelState
+from pgcue.api.panel import route_handlers as panel_routes
 from pgcue.api.problems import PROBLEM_JSON, exception_handlers
 from pgcue.api.stages import StagesController
 from pgcue.api.streams import EventsController
@@ -92,6 +96,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.settings = settings
         app.state.enqueuer = EnqueueBatcher(queue)
         app.state.key_cache = KeyCache()
+        app.state.session_cache = KeyCache()
+        app.state.panel = PanelState(queue, settings)
         app.state.hub = hub
         await hub.start()
         # What it holds (docs/deploy.md): a pool for requests and enqueue batches, and one
@@ -107,7 +113,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 pool.terminate()
 
     return Litestar(
-        route_handlers=[healthz, readyz, JobsController, StagesController, EventsController, *file_routes],
+        route_handlers=[
+            healthz,
+            readyz,
+            JobsController,
+            StagesController,
+            EventsController,
+            FleetController,
+            *file_routes,
+            *panel_routes,
+        ],
         lifespan=[lifespan],
         middleware=[authentication],
         request_class=ApiRequest,  # bodies decoded against their type: errors name the field

@@ -9,6 +9,7 @@ browser would run (HTML, SVG, XML, JavaScript ...) are sent as attachments."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,6 +24,9 @@ from pgcue.api.access import caller_of, job_id_of, visible_job
 from pgcue.api.jobs import JobIdPath
 from pgcue.api.problems import ApiProblem, not_found, responses
 from pgcue.core.artifacts import LocalArtifacts, content_type, safe_name
+from pgcue.core.errors import JobNotFound
+from pgcue.core.models import Job
+from pgcue.core.queue import Queue
 
 CHUNK = 256 * 1024
 # What a browser shown the file inline could run as a page of this origin.
@@ -76,6 +80,17 @@ async def _read(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
             yield chunk
 
 
+async def _a_childs(queue: Queue, run: Job, key: str) -> bool:
+    """Whether `key` is a file of one of the pipeline run's own stage jobs: a run's
+    resultPath is its last stage's artifact, served under the run's id."""
+    head, _, _ = key.partition("/")
+    try:
+        child = await queue.get(uuid.UUID(head))
+    except (ValueError, JobNotFound):
+        return False
+    return child.parent_id == run.id and child.channel_id == run.channel_id
+
+
 def is_active(media_type: str) -> bool:
     base = media_type.split(";", 1)[0].strip().lower()
     return base in ACTIVE_TYPES or base.endswith(("+xml", "/html"))
@@ -101,7 +116,7 @@ async def job_artifact(
         key = job.result_path
     else:
         raise not_found(f"job {job.id} has no artifact (it is {job.state}; resultPath is empty)")
-    if not key.startswith(f"{job.id}/"):
+    if not key.startswith(f"{job.id}/") and not await _a_childs(state.queue, job, key):
         raise not_found(f"job {job.id} has no artifact in the store")
     store = LocalArtifacts(state.settings.artifacts_dir)
     path = store.local_path(key)

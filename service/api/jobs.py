@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
@@ -19,10 +19,29 @@ from pgcue.core.errors import InvalidJob, UnknownJobType
 from pgcue.core.models import Job, NewJob
 from pgcue.core.queue import Queue
 from pgcue.core.queue.enqueue import check_run_at
-from pgcue.core.states import StateFilter, parse_state
-from pgcue.core.wire import Cleared, JobEnvelope, JobList, JobPage, NewJobBody, StatRow, Stats, TypePolicyOut
+from pgcue.core.states import JobState, StateFilter, WaitingFor, parse_state
+from pgcue.core.wire import (
+    BulkBody,
+    BulkResult,
+    Cleared,
+    JobEnvelope,
+    JobList,
+    JobPage,
+    NewJobBody,
+    StatRow,
+    Stats,
+    TypePolicyOut,
+    iso_ms,
+)
 
 MAX_LIMIT = 200
+BULK_BATCH = 500  # jobs per statement of a bulk action: each batch is one short transaction
+BULK_COUNT_CAP = 100_000  # a dry run counts this many per state at most
+BULK_STATES: dict[str, tuple[JobState, ...]] = {
+    "retry": (JobState.FAILED, JobState.CANCELLED),
+    "cancel": (JobState.QUEUED, JobState.RUNNING),
+    "delete": (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED),
+}
 RECENT = 6  # the six most recently completed results, as the studio's results strip shows
 WORKERS_RECENT_SECONDS = 60.0
 
@@ -48,6 +67,53 @@ def decode_cursor(text: str) -> tuple[datetime, uuid.UUID]:
             "cursor is not a nextCursor this API returned; drop it to start from the top",
             field="cursor",
         ) from None
+
+
+def time_param(value: datetime | None, field: str) -> datetime | None:
+    """A time from a query or body: one without a zone is UTC; out of range is a 400."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return check_run_at(value, field)
+    except InvalidJob as exc:
+        raise bad_request("invalid-request", "Invalid request", str(exc), field=field) from None
+
+
+def earliest(cursor: tuple[datetime, uuid.UUID] | None, before: datetime | None) -> tuple[datetime, uuid.UUID] | None:
+    """The keyset bound of a page: the cursor, or jobs created before `before`, whichever
+    is lower."""
+    if before is None:
+        return cursor
+    bound = (before, uuid.UUID(int=0))  # (created_at, id) < (before, 0): created before it
+    return bound if cursor is None or bound < cursor else cursor
+
+
+def parent_id_of(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise bad_request(
+            "invalid-request", "Invalid request", "parentId must be a pipeline run's id (a UUID)", field="parentId"
+        ) from None
+
+
+def matches(
+    job: Job,
+    job_type: str | None,
+    job_state: str | None,
+    after: datetime | None,
+    waiting_for: WaitingFor | None,
+) -> bool:
+    """Whether a job passes the list filters (for a run's few children, read whole)."""
+    if job_type is not None and job.type != job_type:
+        return False
+    if job_state is not None and job.state != parse_state(job_state):
+        return False
+    if after is not None and job.created_at < after:
+        return False
+    return waiting_for is None or (job.state == JobState.QUEUED and job.waiting_for == waiting_for)
 
 
 ChannelQuery = Annotated[
@@ -137,20 +203,42 @@ class JobsController(Controller):
         job_state: Annotated[StateFilter | None, Parameter(query="state")] = None,
         limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = 50,
         cursor: Annotated[str | None, Parameter(min_length=1, max_length=200)] = None,
+        parent_id: Annotated[
+            str | None,
+            Parameter(query="parentId", min_length=1, max_length=100, description="a run's id: its stage jobs"),
+        ] = None,
+        include_children: Annotated[
+            bool, Parameter(query="includeChildren", description="false: leave pipeline runs' stage jobs out")
+        ] = True,
+        waiting_for: Annotated[
+            WaitingFor | None,
+            Parameter(query="waitingFor", description="queued jobs waiting for this (children, approval, provider)"),
+        ] = None,
+        created_after: Annotated[datetime | None, Parameter(query="createdAfter", description="ISO 8601")] = None,
+        created_before: Annotated[datetime | None, Parameter(query="createdBefore", description="ISO 8601")] = None,
     ) -> JobPage:
         queue: Queue = state.queue
         scope = channel_scope(caller_of(request), channel_id)
         clean_param(job_type, "type")
         before = decode_cursor(cursor) if cursor else None
+        after = time_param(created_after, "createdAfter")
+        before = earliest(before, time_param(created_before, "createdBefore"))
         if scope == []:
             return JobPage(jobs=[], next_cursor=None)
-        jobs = await queue.list_jobs(
-            channels=scope,
-            type=job_type,
-            state=parse_state(job_state).value if job_state else None,
-            before=before,
-            limit=limit + 1,
-        )
+        if parent_id is not None:
+            jobs = await queue.children(parent_id_of(parent_id), scope, before=before, limit=limit + 1)
+            jobs = [j for j in jobs if matches(j, job_type, job_state, after, waiting_for)]
+        else:
+            jobs = await queue.list_jobs(
+                channels=scope,
+                type=job_type,
+                state=parse_state(job_state).value if job_state else None,
+                before=before,
+                limit=limit + 1,
+                created_after=after,
+                include_children=include_children,
+                waiting_for=None if waiting_for is None else waiting_for.value,
+            )
         more = len(jobs) > limit
         jobs = jobs[:limit]
         return JobPage(jobs=[j.to_wire() for j in jobs], next_cursor=encode_cursor(jobs[-1]) if more else None)
@@ -158,14 +246,105 @@ class JobsController(Controller):
     @get(
         "/jobs/recent",
         summary="The six most recently completed jobs, with their results",
+        description="Pipeline runs' stage jobs are left out (their run is shown) unless includeChildren=true.",
         responses=responses(400, 404),
     )
-    async def recent(self, request: Request[Any, Any, Any], state: State, channel_id: ChannelQuery = None) -> JobList:
+    async def recent(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        channel_id: ChannelQuery = None,
+        include_children: Annotated[bool, Parameter(query="includeChildren")] = False,
+    ) -> JobList:
         queue: Queue = state.queue
         scope = channel_scope(caller_of(request), channel_id)
         if scope == []:
             return JobList(jobs=[])
-        return JobList(jobs=[j.to_wire() for j in await queue.recent(scope, RECENT)])
+        jobs = await queue.recent(scope, RECENT, include_children=include_children)
+        return JobList(jobs=[j.to_wire() for j in jobs])
+
+    @post(
+        "/jobs/bulk",
+        status_code=200,
+        summary="Retry, cancel or delete every job of a channel that a filter matches",
+        description="Not just a page: every match, newest first, at most `limit` per call (nextCursor goes on). "
+        "dryRun counts the matches first, for a confirmation that says how many; pass its asOf as createdBefore "
+        "so that jobs enqueued since are left alone. retry applies to failed and cancelled jobs, cancel to queued "
+        "and running ones, delete to finished ones; a pipeline run's stage jobs go with their run unless "
+        "includeChildren.",
+        responses=responses(400, 404),
+    )
+    async def bulk(self, request: Request[Any, Any, Any], state: State, data: BulkBody) -> BulkResult:
+        queue: Queue = state.queue
+        clean_param(data.type, "type")
+        channel_scope(caller_of(request), data.channel_id)
+        channel = data.channel_id
+        applies = BULK_STATES[data.action]
+        if data.state is not None:
+            wanted = parse_state(data.state)
+            if wanted not in applies:
+                raise bad_request(
+                    "state-not-applicable",
+                    "The action does not apply to this state",
+                    f"{data.action} applies to {' or '.join(applies)} jobs, not {data.state} ones",
+                    field="state",
+                )
+            applies = (wanted,)
+        after = time_param(data.created_after, "createdAfter")
+        before_time = time_param(data.created_before, "createdBefore")
+        as_of = datetime.now(UTC)
+        types = None if data.type is None else [data.type]
+        if data.dry_run:
+            counts = await queue.count_jobs(
+                channel,
+                list(applies),
+                types=types,
+                created_after=after,
+                created_before=before_time,
+                include_children=data.include_children,
+                cap=BULK_COUNT_CAP,
+            )
+            return BulkResult(
+                action=data.action,
+                matched=sum(counts.values()),
+                changed=0,
+                capped=any(n >= BULK_COUNT_CAP for n in counts.values()),
+                next_cursor=None,
+                as_of=iso_ms(as_of) or "",
+            )
+        before = earliest(decode_cursor(data.cursor) if data.cursor else None, before_time)
+        act = {"retry": queue.retry_many, "cancel": queue.cancel_many, "delete": queue.delete_many}[data.action]
+        matched = changed = 0
+        last: Job | None = None
+        more = False
+        while matched < data.limit:
+            take = min(BULK_BATCH, data.limit - matched)
+            batch = await queue.list_jobs(
+                channels=[channel],
+                types=types,
+                states=list(applies),
+                before=before,
+                limit=take,
+                created_after=after,
+                include_children=data.include_children,
+            )
+            if not batch:
+                break
+            changed += len(await act([j.id for j in batch]))
+            matched += len(batch)
+            last = batch[-1]
+            before = (last.created_at, last.id)
+            more = len(batch) == take
+            if not more:
+                break
+        return BulkResult(
+            action=data.action,
+            matched=matched,
+            changed=changed,
+            capped=False,
+            next_cursor=encode_cursor(last) if more and last is not None else None,
+            as_of=iso_ms(as_of) or "",
+        )
 
     @get("/jobs/{job_id:str}", summary="One job", responses=responses(400, 404))
     async def get_job(self, request: Request[Any, Any, Any], state: State, job_id: JobIdPath) -> JobEnvelope:

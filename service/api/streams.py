@@ -56,6 +56,17 @@ LastEventId = Annotated[
         description="the `id:` of the last event received; the stream resumes right after it",
     ),
 ]
+# The same cursor in the query, for a client that cannot set headers on its first request
+# (a browser's EventSource: the panel starts its stream from the cursor its page was read
+# at). The header wins: an EventSource reconnecting sends the newer id there.
+LastEventIdQuery = Annotated[
+    str | None,
+    Parameter(
+        query="lastEventId",
+        max_length=40_000,
+        description="as Last-Event-ID, for clients that cannot send headers; the header wins",
+    ),
+]
 STREAM_DESCRIPTION = (
     f"text/event-stream. Events: {', '.join(k.value for k in EventKind)}; data is JSON "
     "{eventId, jobId, channelId, createdAt, ...the event's fields}. Every event has an id: to resume with "
@@ -71,6 +82,18 @@ def _cursor(text: str | None, default: Cursor) -> Cursor:
         return Cursor.decode(text)
     except BadCursor as exc:
         raise bad_request("bad-last-event-id", "Bad Last-Event-ID", str(exc), field="Last-Event-ID") from None
+
+
+def _resume(header: str | None, query: str | None, default: Cursor) -> Cursor:
+    """Where a stream resumes: the Last-Event-ID header, else the lastEventId query."""
+    if header:
+        return _cursor(header, default)
+    if not query:
+        return default
+    try:
+        return Cursor.decode(query)
+    except BadCursor as exc:
+        raise bad_request("bad-last-event-id", "Bad lastEventId", str(exc), field="lastEventId") from None
 
 
 def _shutdown_frame(cursor: Cursor) -> bytes:
@@ -324,12 +347,16 @@ class EventsController(Controller):
         responses=responses(400, 404, 429),
     )
     async def job_events(
-        self, request: Request[Any, Any, Any], job_id: JobIdPath, last_event_id: LastEventId = None
+        self,
+        request: Request[Any, Any, Any],
+        job_id: JobIdPath,
+        last_event_id: LastEventId = None,
+        last_event_id_query: LastEventIdQuery = None,
     ) -> Stream:
         state = request.app.state
         caller = caller_of(request)
         job = await visible_job(state.queue, caller, job_id_of(job_id))
-        cursor = _cursor(last_event_id, START)
+        cursor = _resume(last_event_id, last_event_id_query, START)
         hub: EventHub = state.hub
         _open(hub, caller.key_id)
         sub = Subscriber(
@@ -353,12 +380,16 @@ class EventsController(Controller):
         request: Request[Any, Any, Any],
         channel_id: Annotated[str | None, Parameter(query="channelId", min_length=1, max_length=200)] = None,
         last_event_id: LastEventId = None,
+        last_event_id_query: LastEventIdQuery = None,
     ) -> Stream:
         state = request.app.state
         caller = caller_of(request)
         scope = channel_scope(caller, channel_id)
         hub: EventHub = state.hub
-        cursor = _cursor(last_event_id, START) if last_event_id else await hub.now()
+        if last_event_id or last_event_id_query:
+            cursor = _resume(last_event_id, last_event_id_query, START)
+        else:
+            cursor = await hub.now()
         _open(hub, caller.key_id)
         sub = Subscriber(
             channels=None if scope is None else frozenset(scope), limit=state.settings.sse_backlog, key_id=caller.key_id

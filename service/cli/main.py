@@ -234,6 +234,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         f'-d \'{{"type":"echo","channelId":"demo","payload":{{"hi":1}}}}\' {base}/api/jobs',
         flush=True,
     )
+    print(f"pgcue dev: the Jobs panel is {base}/ui (sign in with the key above)", flush=True)
     return run_dev_stack(settings, [s.name for s in registry.runnable()])
 
 

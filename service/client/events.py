@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from pgcue.core.states import FINISHED_STATES, EventKind
-from pgcue.core.wire import JobOutput, JobProgress, JobStatus, StageUpdated
+from pgcue.core.wire import JobOutput, JobProgress, JobStatus, ProposalsUpdated, StageUpdated
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,13 +21,14 @@ class OtherEvent:
     data: Any
 
 
-Event = JobStatus | JobOutput | JobProgress | StageUpdated | OtherEvent
+Event = JobStatus | JobOutput | JobProgress | StageUpdated | ProposalsUpdated | OtherEvent
 
-KINDS: dict[str, type[JobStatus | JobOutput | JobProgress | StageUpdated]] = {
+KINDS: dict[str, type[JobStatus | JobOutput | JobProgress | StageUpdated | ProposalsUpdated]] = {
     EventKind.JOB_STATUS: JobStatus,
     EventKind.JOB_OUTPUT: JobOutput,
     EventKind.JOB_PROGRESS: JobProgress,
     EventKind.STAGE_UPDATED: StageUpdated,
+    EventKind.PROPOSALS_UPDATED: ProposalsUpdated,
 }
 
 _json = msgspec.json.Decoder()

@@ -64,6 +64,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # lease extensions (sql/complete_jobs.sql); at 1.1, the usual value for data in RAM or
     # on SSD, it probes the primary key per job.
     random_page_cost: float = 1.1
+    # PostgreSQL's JIT compiles a query whose estimated cost passes jit_above_cost, which
+    # short queries on a big table do: it took 30-70 ms to save nothing on the panel's
+    # 2 ms reads of a 5,000,000-job table. False turns it off in pgcue's sessions; True
+    # leaves the server's setting.
+    jit: bool = False
     # A LISTEN connection is proved alive by a NOTIFY round trip this often; no answer
     # within the timeout and it is replaced.
     listener_probe_interval: float = 10.0
@@ -83,6 +88,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A migration waits at most this long for a lock (a long transaction elsewhere), then
     # fails without having changed anything, instead of stalling every query behind it.
     migration_lock_timeout: float = 10.0
+    # The Jobs panel: how long a sign-in lasts (its session ends then, or at sign-out, or
+    # when its key is revoked).
+    session_seconds: float = 12 * 3600.0
 
     def __post_init__(self) -> None:
         if not _SCHEMA_RE.match(self.schema):
@@ -103,6 +111,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "sse_write_timeout",
             "sse_keepalive",
             "migration_lock_timeout",
+            "session_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"PGCUE_{name.upper()} must be greater than 0")

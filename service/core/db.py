@@ -100,6 +100,8 @@ def _connect_kwargs(settings: Settings, application_name: str, *, direct: bool =
     server_settings = {"application_name": application_name}
     if settings.random_page_cost:
         server_settings["random_page_cost"] = str(settings.random_page_cost)
+    if not settings.jit:
+        server_settings["jit"] = "off"
     return {
         "dsn": settings.direct_url if direct else settings.database_url,
         "statement_cache_size": settings.statement_cache_size,

@@ -59,6 +59,7 @@ class Job(msgspec.Struct, kw_only=True):
     fence: int = 0
     artifact_bytes: int | None = None
     handler_state: dict[str, Any] | None = None  # outside work in flight (see ClaimedJob)
+    parked: bool = False  # has parked since enqueued or retried: started_at covers the whole run
 
     @property
     def finished(self) -> bool:
@@ -281,7 +282,7 @@ class StageRow(msgspec.Struct, kw_only=True):
             reviewer=self.spec.get("reviewer"),
             max_iterations=int(self.spec.get("maxIterations", 1)),
             approval=bool(self.spec.get("approval")),
-            feedback=self.feedback,
+            feedback=[_feedback_entry(f) for f in self.feedback],
             child_id=None if self.child_id is None else str(self.child_id),
             review_child_id=None if self.review_child_id is None else str(self.review_child_id),
             result=self.result,
@@ -289,6 +290,17 @@ class StageRow(msgspec.Struct, kw_only=True):
             started_at=iso_ms(self.started_at),
             finished_at=iso_ms(self.finished_at),
         )
+
+
+def _feedback_entry(entry: Any) -> Any:
+    """A feedback entry with its `at` in the API's one format (runs recorded before
+    migration 0007 wrote PostgreSQL's own text, 2024-03-15T10:30:05.123456+00:00)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("at"), str) or entry["at"].endswith("Z"):
+        return entry
+    try:
+        return {**entry, "at": iso_ms(datetime.fromisoformat(entry["at"]))}
+    except ValueError:
+        return entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,3 +408,106 @@ class Stats:
     def oldest_queued_seconds(self) -> float | None:
         ages = [d.oldest_runnable_seconds for d in self.depth if d.oldest_runnable_seconds is not None]
         return max(ages) if ages else None
+
+
+# --- what the Jobs panel shows --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One event of a job's history, as the event log keeps it."""
+
+    id: int
+    kind: str
+    data: Any
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """A job type's queue as the operator view shows it (sql/fleet_queues.sql)."""
+
+    type: str
+    plan: str
+    paused: bool
+    concurrency: int  # per worker process
+    global_concurrency: int | None
+    channel_concurrency: int | None
+    rate_limit: int | None
+    rate_period_seconds: int
+    runnable: int
+    scheduled: int
+    waiting: int  # parked: a pipeline run's stage or a person, a provider's prediction
+    oldest_runnable_seconds: float | None
+    running: int
+    workers: int  # live worker processes serving the type
+    slots: int  # their slots for the type (per-process concurrency x workers)
+
+    @property
+    def capacity(self) -> int:
+        """What may run at once: the live workers' slots, within the fleet-wide limit."""
+        if self.global_concurrency is None:
+            return self.slots
+        return min(self.slots, self.global_concurrency)
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """Jobs of a type that finished in one minute in one final state."""
+
+    minute: datetime
+    type: str
+    state: str
+    jobs: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    id: str
+    hostname: str
+    pid: int
+    types: tuple[str, ...]
+    concurrency: int
+    started_at: datetime
+    last_seen_at: datetime
+    stopped_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StuckJob:
+    """A running job whose lease expired (the stuck_jobs view)."""
+
+    id: uuid.UUID
+    type: str
+    channel_id: str
+    attempt: int
+    max_attempts: int
+    worker: str | None
+    hostname: str | None
+    pid: int | None
+    lease_expired_seconds: float
+    worker_last_seen_seconds: float | None
+    worker_stopped_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """One failed attempt (the recent_failures view's columns)."""
+
+    id: uuid.UUID
+    type: str
+    channel_id: str
+    attempt: int | None
+    max_attempts: int
+    failed_at: datetime | None
+    kind: str | None
+    error: str | None
+    job_state: str
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    id: str
+    owner_id: str
+    paused: bool = False
+    paused_reason: str = ""

@@ -90,3 +90,10 @@ class EventKind(enum.StrEnum):
     JOB_OUTPUT = "job:output"
     JOB_PROGRESS = "job:progress"
     STAGE_UPDATED = "stage:updated"
+    # Seed 002's fourth event: a proposals job completed with a new result; the channel's
+    # latest proposals changed (sql/complete_jobs.sql, from RESULT_EVENTS).
+    PROPOSALS_UPDATED = "proposals:updated"
+
+
+# Job types whose new results are announced on their channel, and the event that says so.
+RESULT_EVENTS: dict[str, EventKind] = {"proposals": EventKind.PROPOSALS_UPDATED}

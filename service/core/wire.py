@@ -109,6 +109,48 @@ class ResumeBody(Wire, forbid_unknown_fields=True):
     feedback: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
 
 
+StateName = Literal["queued", "running", "completed", "failed", "cancelled", "submitted", "succeeded"]
+
+
+class BulkBody(Wire, forbid_unknown_fields=True):
+    """An action on every job of a channel a filter matches (POST /api/jobs/bulk), not just
+    a page of them. `dryRun` counts them (for a confirmation that says how many); the
+    action itself goes through at most `limit` of them per call, newest first, and
+    `nextCursor` continues where it stopped. Pass the dry run's `asOf` as `createdBefore`
+    so that jobs enqueued since the confirmation are left alone."""
+
+    action: Annotated[
+        Literal["retry", "cancel", "delete"],
+        msgspec.Meta(description="retry failed or cancelled jobs, cancel queued or running ones, delete finished ones"),
+    ]
+    channel_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="one of your channels")]
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=63)] | None = None
+    state: Annotated[StateName, msgspec.Meta(description="one of the states the action applies to")] | None = None
+    created_after: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    created_before: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    include_children: bool = False  # a pipeline run's stage jobs too (they go with their run otherwise)
+    dry_run: bool = False
+    cursor: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5_000
+
+
+class BulkResult(Wire):
+    action: str
+    matched: int  # jobs that matched (a dry run: counted, up to 100,000 per state; else: gone through)
+    changed: int  # jobs the action applied to (0 in a dry run)
+    capped: bool  # the count stopped at its cap: at least `matched`
+    next_cursor: str | None  # more may match past it: send it as `cursor` to go on
+    as_of: Timestamp  # when it was counted or done (send a dry run's as createdBefore)
+
+
+class Paused(Wire):
+    """A job type's or a channel's pause switch, as it now stands."""
+
+    paused: bool
+    type: str | None = None
+    channel_id: str | None = None
+
+
 class StatRow(Wire):
     type: str
     state: str
@@ -221,6 +263,14 @@ class StageUpdated(EventOut):
     passed: bool | None = None
     decision: str | None = None  # a person's "approve" or "reject"
     reason: str | None = None
+
+
+class ProposalsUpdated(EventOut):
+    """`proposals:updated` (seed 002): a proposals job (`jobId`) completed with new
+    proposals, so its channel's latest proposals changed; read them from the job's result."""
+
+    type: str
+    result_path: str | None = None
 
 
 class Shutdown(Wire):

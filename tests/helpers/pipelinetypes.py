@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pgcue.workers.runtime.context import JobContext
+from pgcue.workers.runtime.context import JobContext, Result
 from pgcue.workers.runtime.registry import job_type
 from pgcue.workers.types.orchestrate.definitions import Stage, pipeline
 from tests.helpers.jobtypes import trace
@@ -44,6 +44,14 @@ async def review(ctx: JobContext) -> Any:
     return {"passed": False, "feedback": f"iteration {iteration}: make it punchier"}
 
 
+@job_type("p-file", concurrency=4, lease_seconds=5)
+async def file(ctx: JobContext) -> Any:
+    """A stage that makes an artifact: a small text file naming its input."""
+    async with ctx.artifacts.writing("notes.txt") as out:
+        out.write_text(f"notes on {ctx.payload.get('from')}\n")
+    return Result({"lines": 1}, ctx.artifacts.key("notes.txt"))
+
+
 pipeline(
     "t-three",
     [
@@ -69,5 +77,22 @@ pipeline(
         Stage("first", "p-work"),
         Stage("second", "p-work", payload={"steps": 30, "step": 0.05}),
         Stage("third", "p-work"),
+    ],
+)
+pipeline(
+    "t-artifact",
+    [
+        Stage("draft", "p-work", inputs={"from": "inputs.topic"}),
+        Stage("notes", "p-file", inputs={"from": "draft.text"}),
+    ],
+)
+# The screenshots' pipeline (tests/helpers/screenshots.py): reviewed, approved by a person,
+# with an artifact at the end.
+pipeline(
+    "episode-demo",
+    [
+        Stage("outline", "p-work", inputs={"from": "inputs.topic"}, reviewer="check:not-empty"),
+        Stage("script", "p-work", inputs={"from": "outline.text"}, approval=True),
+        Stage("notes", "p-file", inputs={"from": "script.text"}),
     ],
 )

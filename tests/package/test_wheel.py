@@ -1,17 +1,22 @@
 """The package as a studio installs it: a wheel built from the repository, installed into a
 fresh virtualenv outside the checkout from a wheelhouse with no index, migrates an empty
-database from the migrations it ships, and runs a worker that completes a job.
+database from the migrations it ships, runs a worker that completes a job, and serves the
+Jobs panel (its templates and static files are package data).
 
 Run by `make test-package` (it builds wheels; `make test` leaves it out)."""
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import ROOT
@@ -68,6 +73,39 @@ def test_a_wheel_installed_outside_the_checkout_migrates_and_runs_a_worker(empty
     finally:
         worker.terminate()
         worker.wait(30)
+    _serves_the_panel(pgcue, outside, env)
+
+
+def _serves_the_panel(pgcue: str, cwd: Path, env: dict[str, str]) -> None:
+    """The installed copy serves the Jobs panel: its templates and static files are in the wheel."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [pgcue, "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=cwd, env=env, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "pgcue serve did not come up"
+            time.sleep(0.2)
+        login = httpx.get(f"{url}/ui/login")
+        assert login.status_code == 200 and "Sign in to the Jobs panel" in login.text
+        assets = re.findall(r'(?:src|href)="(/ui/static/[^"]+)"', login.text)
+        assert len(assets) >= 3, assets  # the script, the style sheet, the icon
+        for path in assets:
+            answer = httpx.get(url + path)
+            assert answer.status_code == 200 and answer.content, path
+        assert httpx.get(f"{url}/ui", headers={"Accept": "text/html"}).status_code == 303  # private: sign in first
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def test_the_client_alone_installs_none_of_the_server(tmp_path: Path) -> None:

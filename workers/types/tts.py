@@ -109,6 +109,7 @@ async def tts(ctx: JobContext) -> Result:
             temp.replace(done)
         files.append(done)
         ctx.progress(90 * (i + 1) / len(segments), f"segment {i + 1} of {len(segments)}")
+        ctx.output(f"segment {i + 1} of {len(segments)}: {segment[:60]}\n")
     await ctx.checkpoint()
     await ctx.stage("merge")
     name = f"speech.{fmt}"
@@ -124,6 +125,7 @@ async def tts(ctx: JobContext) -> Result:
             merged.unlink(missing_ok=True)
         facts = await media.probe(out)
     shutil.rmtree(work, ignore_errors=True)
+    ctx.output(f"merged {len(files)} segment(s) into {name}: {facts['duration']:.1f} s of audio\n")
     ctx.progress(100, "done")
     result = {
         "duration": facts["duration"],

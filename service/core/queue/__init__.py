@@ -6,6 +6,7 @@ maintenance leader and the command line call its methods and get pgcue's own typ
 writes); its parts hold the rest, each in its own module:
 
     queue.keys       callers and API keys                 (keys.py)
+    queue.sessions   the panel's browser sessions         (sessions.py)
     queue.stages     pipeline runs' stages                (stages.py)
     queue.events     the event log SSE streams read       (event_log.py)
     queue.fleet      workers, policies, pauses, stats     (fleet.py)
@@ -25,7 +26,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -49,11 +50,12 @@ from pgcue.core.queue.enqueue import all_resolved, clean_text, enqueue_args, jso
 from pgcue.core.queue.event_log import EventLog
 from pgcue.core.queue.fleet import Fleet
 from pgcue.core.queue.keys import Keys
+from pgcue.core.queue.sessions import Sessions
 from pgcue.core.queue.stages import Stages
 from pgcue.core.queue.types import TypeCatalog
 from pgcue.core.queue.upkeep import Upkeep
 from pgcue.core.statements import Executor, Statements, statements_for
-from pgcue.core.states import FailureKind, WaitingFor
+from pgcue.core.states import RESULT_EVENTS, FailureKind, JobState, WaitingFor
 
 __all__ = ["Queue", "enqueue_many_sync", "json_text", "retry_delay"]
 
@@ -73,6 +75,7 @@ class Queue:
         self.sql: Statements = statements_for(schema)
         self.types = _catalog or TypeCatalog(self.job_types)
         self.keys = Keys(self)
+        self.sessions = Sessions(self)
         self.stages = Stages(self)
         self.events = EventLog(self)
         self.fleet = Fleet(self)
@@ -190,19 +193,122 @@ class Queue:
         state: str | None = None,
         before: tuple[datetime, uuid.UUID] | None = None,
         limit: int = 50,
+        types: Sequence[str] | None = None,
+        states: Sequence[str] | None = None,
+        created_after: datetime | None = None,
+        include_children: bool = True,
+        waiting_for: str | None = None,
     ) -> list[Job]:
-        """Jobs newest first, in `channels` (None: every channel); `before` is the
-        (created_at, id) keyset cursor of the last page."""
-        created, last_id = before if before else (None, None)
-        scope = None if channels is None else list(channels)
-        rows = await self.sql.fetch(self.pool, "list_jobs", scope, type, state, created, last_id, limit)
+        """Jobs newest first, in `channels` (None: every channel), of `type` (or any of
+        `types`) in `state` (or any of `states`), created at or after `created_after`;
+        `before` is the (created_at, id) keyset cursor of the last page. Without
+        `include_children` a pipeline run's stage jobs are left out; `waiting_for` keeps
+        the queued jobs that wait for it.
+
+        In named channels every page is read on an index (sql/list_jobs.sql,
+        sql/list_jobs_filtered.sql): its cost does not grow with the channel's history."""
+        created, last_id = before if before else (TOP, LAST_ID)
+        after = created_after or BOTTOM
+        if channels is None:
+            rows = await self.sql.fetch(
+                self.pool, "list_all_jobs", type, state, created, last_id, after, include_children, waiting_for, limit
+            )
+            return [Job.from_row(r) for r in rows]
+        scope = list(channels)
+        if not scope:
+            return []
+        type_list = [type] if type is not None else None if types is None else list(types)
+        state_list = [state] if state is not None else None if states is None else list(states)
+        if waiting_for is not None:  # only a queued job waits
+            state_list = [s for s in state_list or [JobState.QUEUED] if s == JobState.QUEUED]
+        if type_list is None and state_list is None:
+            rows = await self.sql.fetch(self.pool, "list_jobs", scope, created, last_id, after, include_children, limit)
+        else:
+            if state_list is None:
+                state_list = [s.value for s in JobState]
+            if not state_list or type_list == []:
+                return []
+            rows = await self.sql.fetch(
+                self.pool,
+                "list_jobs_filtered",
+                scope,
+                type_list,
+                state_list,
+                created,
+                last_id,
+                after,
+                include_children,
+                waiting_for,
+                limit,
+            )
         return [Job.from_row(r) for r in rows]
 
-    async def recent(self, channels: Sequence[str] | None, limit: int = 6) -> list[Job]:
-        """The most recently completed jobs of `channels` (None: every channel)."""
+    async def children(
+        self,
+        parent_id: uuid.UUID,
+        channels: Sequence[str] | None,
+        *,
+        before: tuple[datetime, uuid.UUID] | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """A pipeline run's child jobs in `channels` (None: any), newest first."""
+        created, last_id = before if before else (TOP, LAST_ID)
         scope = None if channels is None else list(channels)
-        rows = await self.sql.fetch(self.pool, "recent_completed_jobs", scope, limit)
+        rows = await self.sql.fetch(self.pool, "list_child_jobs", parent_id, scope, created, last_id, limit)
         return [Job.from_row(r) for r in rows]
+
+    async def recent(
+        self, channels: Sequence[str] | None, limit: int = 6, *, include_children: bool = False
+    ) -> list[Job]:
+        """The most recently completed jobs of `channels` (None: every channel); a
+        pipeline run's stage jobs only with `include_children`."""
+        if channels is None:
+            rows = await self.sql.fetch(self.pool, "recent_completed_jobs_all", limit, include_children)
+        else:
+            rows = await self.sql.fetch(self.pool, "recent_completed_jobs", list(channels), limit, include_children)
+        return [Job.from_row(r) for r in rows]
+
+    async def count_jobs(
+        self,
+        channel_id: str,
+        states: Sequence[str],
+        *,
+        types: Sequence[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        include_children: bool = False,
+        cap: int = 10_000,
+    ) -> dict[str, int]:
+        """{state: jobs} of one channel, each count stopping at `cap` (so a count costs at
+        most `cap` index entries per state, whatever the channel holds)."""
+        rows = await self.sql.fetch(
+            self.pool,
+            "count_jobs",
+            channel_id,
+            None if types is None else list(types),
+            list(states),
+            created_after or BOTTOM,
+            created_before or TOP,
+            include_children,
+            cap,
+        )
+        return {r["state"]: int(r["jobs"]) for r in rows}
+
+    async def find_by_id_prefix(self, prefix: str, channels: Sequence[str], limit: int = 50) -> list[Job]:
+        """Jobs in `channels` whose id starts with `prefix` (hex digits, at least 8; dashes
+        are ignored), newest first."""
+        digits = prefix.replace("-", "").lower()
+        if not 8 <= len(digits) <= 32 or any(c not in "0123456789abcdef" for c in digits):
+            raise ValueError("an id prefix is 8 to 32 hex digits")
+        low = uuid.UUID(digits.ljust(32, "0"))
+        high = uuid.UUID(digits.ljust(32, "f"))
+        rows = await self.sql.fetch(self.pool, "find_jobs_by_id_prefix", low, high, list(channels), limit)
+        return [Job.from_row(r) for r in rows]
+
+    async def latest_completed(self, channel_id: str, job_type: str) -> Job | None:
+        """The channel's most recently completed job of `job_type`, or None."""
+        row = await self.sql.fetchrow(self.pool, "latest_completed_of_type", channel_id, job_type)
+        return None if row is None else Job.from_row(row)
 
     async def channels_of(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         """{job id: channel} for the jobs that exist."""
@@ -327,6 +433,8 @@ class Queue:
                 [c.fence for c in completions],
                 [None if c.result is None else json_text(c.result, "result") for c in completions],
                 [c.result_path for c in completions],
+                list(RESULT_EVENTS),
+                [str(k) for k in RESULT_EVENTS.values()],
             )
             states.update((row["id"], row["state"]) for row in rows)
         if failures:
@@ -443,10 +551,34 @@ class Queue:
             job = await self.get(job_id)  # raises JobNotFound
             raise InvalidTransition(job_id, job.state, "delete", "completed, failed or cancelled")
 
+    async def retry_many(self, job_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """Retry many jobs in one statement, each as retry() would; returns those retried
+        (a job no longer failed or cancelled is left alone)."""
+        rows = await self.sql.fetch(self.pool, "retry_jobs", list(job_ids))
+        return [r["id"] for r in rows]
+
+    async def cancel_many(self, job_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """Cancel many jobs in one statement, each as cancel() would; returns those the
+        cancel applied to (a finished job is left alone)."""
+        rows = await self.sql.fetch(self.pool, "cancel_jobs", list(job_ids))
+        return [r["id"] for r in rows]
+
+    async def delete_many(self, job_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """Delete many finished jobs in one statement; returns those deleted."""
+        rows = await self.sql.fetch(self.pool, "delete_jobs", list(job_ids))
+        return [r["id"] for r in rows]
+
     async def clear_finished(self, channel_id: str) -> int:
         """Delete every finished job of a channel; returns how many."""
         row = await self.sql.fetchrow(self.pool, "clear_finished_jobs", channel_id)
         return int(row["deleted"]) if row else 0
+
+
+# The keyset bounds of a first page, and of "any creation time": always-set bounds keep
+# the cursor an index condition in every plan, generic ones included.
+TOP = datetime.max.replace(tzinfo=UTC)  # asyncpg sends these two as 'infinity' and '-infinity'
+BOTTOM = datetime.min.replace(tzinfo=UTC)
+LAST_ID = uuid.UUID(int=(1 << 128) - 1)
 
 
 def _check_transition(row: Any, job_id: object, action: str, allowed: str) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pgcue.core.events import Cursor, Event, Snapshot
+from pgcue.core.models import JobEvent
 
 if TYPE_CHECKING:
     from pgcue.core.queue import Queue
@@ -56,3 +57,9 @@ class EventLog:
             limit,
         )
         return _events(rows)
+
+    async def history(self, job_id: uuid.UUID, *, output: bool, limit: int) -> list[JobEvent]:
+        """A job's latest `limit` events, oldest first: its output chunks (`output`), or
+        every other kind (status, progress, stage changes)."""
+        rows = await self.q.sql.fetch(self.q.pool, "list_job_events", job_id, output, limit)
+        return [JobEvent(r["id"], r["kind"], r["data"], r["created_at"]) for r in rows]

@@ -7,7 +7,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pgcue.core.errors import UnknownJobType
-from pgcue.core.models import DepthRow, Stats, TypePolicy
+from pgcue.core.models import (
+    Channel,
+    DepthRow,
+    FailedAttempt,
+    QueueRow,
+    Stats,
+    StuckJob,
+    Throughput,
+    TypePolicy,
+    WorkerRow,
+)
 from pgcue.core.states import JobState
 
 if TYPE_CHECKING:
@@ -61,6 +71,12 @@ class Fleet:
     async def paused_channels(self) -> list[str]:
         return [r["channel_id"] for r in await self.q.sql.fetch(self.q.pool, "list_paused_channels")]
 
+    async def channels(self, limit: int = 1000) -> list[Channel]:
+        """Channels (with their owner and pause), by name; at most `limit`."""
+        paused = {r["channel_id"]: r["reason"] for r in await self.q.sql.fetch(self.q.pool, "list_paused_channels")}
+        rows = await self.q.sql.fetch(self.q.pool, "list_channels", limit)
+        return [Channel(r["id"], r["owner_id"], r["id"] in paused, paused.get(r["id"], "")) for r in rows]
+
     # --- what operators read ---------------------------------------------------------------
 
     async def stats(self, channels: Sequence[str] | None, recent_seconds: float = 60.0) -> Stats:
@@ -101,3 +117,62 @@ class Fleet:
         (sql/metrics_snapshot.sql); read by the API's /metrics at most every few seconds."""
         states = [s.value for s in JobState]
         return [dict(r) for r in await self.q.sql.fetch(self.q.pool, "metrics_snapshot", states)]
+
+    # --- the operator view (each read on an index, bounded by the backlog or a window) ------
+
+    async def queues(self, live_seconds: float = 60.0) -> list[QueueRow]:
+        """Per type: queued (runnable, scheduled, waiting), running, oldest runnable age,
+        live workers and their slots, pause and limits (sql/fleet_queues.sql)."""
+        rows = await self.q.sql.fetch(self.q.pool, "fleet_queues", float(live_seconds))
+        return [
+            QueueRow(
+                type=r["type"],
+                plan=r["plan"],
+                paused=r["paused"],
+                concurrency=r["concurrency"],
+                global_concurrency=r["global_concurrency"],
+                channel_concurrency=r["channel_concurrency"],
+                rate_limit=r["rate_limit"],
+                rate_period_seconds=r["rate_period_seconds"],
+                runnable=int(r["runnable"]),
+                scheduled=int(r["scheduled"]),
+                waiting=int(r["waiting"]),
+                oldest_runnable_seconds=r["oldest_runnable_seconds"],
+                running=int(r["running"]),
+                workers=int(r["workers"]),
+                slots=int(r["slots"]),
+            )
+            for r in rows
+        ]
+
+    async def throughput(self, seconds: float = 3600.0) -> list[Throughput]:
+        """Jobs that finished in the last `seconds`, per minute, type and final state."""
+        rows = await self.q.sql.fetch(self.q.pool, "fleet_throughput", float(seconds))
+        return [Throughput(r["minute"], r["type"], r["state"], int(r["jobs"])) for r in rows]
+
+    async def workers_seen(self, seconds: float = 600.0, limit: int = 200) -> list[WorkerRow]:
+        """Worker processes seen in the last `seconds`, live ones first."""
+        rows = await self.q.sql.fetch(self.q.pool, "fleet_workers", float(seconds), limit)
+        return [
+            WorkerRow(
+                r["id"],
+                r["hostname"],
+                r["pid"],
+                tuple(r["types"]),
+                r["concurrency"],
+                r["started_at"],
+                r["last_seen_at"],
+                r["stopped_at"],
+            )
+            for r in rows
+        ]
+
+    async def stuck(self, limit: int = 50) -> list[StuckJob]:
+        """Running jobs whose lease expired, oldest first (the stuck_jobs view)."""
+        rows = await self.q.sql.fetch(self.q.pool, "fleet_stuck_jobs", limit)
+        return [StuckJob(**dict(r)) for r in rows]
+
+    async def failures(self, limit: int = 50) -> list[FailedAttempt]:
+        """The latest failed attempts, newest first (the recent_failures view's columns)."""
+        rows = await self.q.sql.fetch(self.q.pool, "fleet_recent_failures", limit)
+        return [FailedAttempt(**dict(r)) for r in rows]

@@ -29,6 +29,14 @@ class Stages:
         rows = await self.q.sql.fetch(self.q.pool, "list_pipeline_stages", job_id)
         return [StageRow(**dict(r)) for r in rows]
 
+    async def of_many(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[StageRow]]:
+        """The stages of several runs, each run's in order (a job that is no run: absent)."""
+        out: dict[uuid.UUID, list[StageRow]] = {}
+        if job_ids:
+            for r in await self.q.sql.fetch(self.q.pool, "list_pipeline_stages_of", list(job_ids)):
+                out.setdefault(r["job_id"], []).append(StageRow(**dict(r)))
+        return out
+
     # --- the orchestrator's side (inside its transaction, holding the run's row) ---------
 
     async def lock_run(self, job_id: uuid.UUID, fence: int) -> bool | None:

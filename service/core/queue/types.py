@@ -68,6 +68,12 @@ class TypeCatalog:
             await self._refresh()
         return self._entries.get(name)
 
+    async def names(self) -> list[str]:
+        """Every registered type's name, sorted (read again at most every `ttl` seconds)."""
+        if time.monotonic() - self._loaded > self.ttl:
+            await self._refresh()
+        return sorted(self._entries)
+
     def forget(self) -> None:
         """Read the catalog again on the next lookup (types were just registered)."""
         self._loaded = float("-inf")

@@ -4,6 +4,7 @@
 -- A job that waits on a provider (waiting_for = 'provider', sql/snooze_job.sql) is
 -- claimed for one poll at a time: its attempt goes on, so it keeps its started_at and
 -- gets no `running` event per poll (its `queued` event said it waits on the provider).
+-- A pipeline run that has parked (jobs.parked) keeps its started_at too.
 -- params: $1 type text, $2 limit int, $3 worker id text, $4 lease seconds float8,
 --         $5 channel cursor text (the ring starts after it; '' = from the start),
 --         $6 per-channel running limit int (NULL = none; set only under claim_budget's lock)
@@ -87,7 +88,10 @@ WITH RECURSIVE ring (channel_id, first_channel, n) AS (
         fence = j.fence + 1,
         locked_by = $3,
         lease_expires_at = now() + make_interval(secs => $4),
-        started_at = CASE WHEN j.waiting_for = 'provider' THEN coalesce(j.started_at, now()) ELSE now() END,
+        -- A job that waits (a provider's prediction, a parked pipeline run) goes on with
+        -- the attempt it started: its started_at stays, so its duration covers it all.
+        started_at = CASE WHEN j.waiting_for = 'provider' OR j.parked THEN coalesce(j.started_at, now())
+                          ELSE now() END,
         updated_at = now()
     -- The ids as an array, not a join: the planner cannot tell how few rows `next` has
     -- and may otherwise hash-join it against a sequential scan of the whole table.

@@ -1,5 +1,7 @@
 -- complete_jobs: record successful attempts, many at once (the worker's batched completer).
--- params: $1 ids uuid[], $2 fences bigint[], $3 results text[] (JSON or NULL), $4 result paths text[]
+-- params: $1 ids uuid[], $2 fences bigint[], $3 results text[] (JSON or NULL), $4 result paths text[],
+--         $5 types text[] and $6 event kinds text[]: a completed job of type $5[i] also gets
+--         a $6[i] event (pgcue.core.states.RESULT_EVENTS: proposals -> proposals:updated)
 -- Fenced: a row changes only if it is still running under the claim the worker made (its
 -- fence), so a worker whose lease was lost, even before a retry, changes nothing. A job whose cancellation was requested
 -- ends `cancelled`, never `completed`, and keeps no result.
@@ -27,13 +29,20 @@ WITH done AS (
         lease_expires_at = NULL
     FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[]) AS c(id, fence, result, result_path)
     WHERE j.id = c.id AND j.fence = c.fence AND j.state = 'running'
-    RETURNING j.id, j.channel_id, j.owner_id, j.state, j.attempts, j.result_path, j.error_message, j.parent_id
+    RETURNING j.id, j.type, j.channel_id, j.owner_id, j.state, j.attempts, j.result_path, j.error_message,
+              j.parent_id
 ), events AS (
     INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
     SELECT id, channel_id, owner_id, 'job:status',
            jsonb_build_object('state', state, 'attempt', attempts,
                               'resultPath', result_path, 'errorMessage', error_message)
     FROM done
+    UNION ALL
+    -- A type whose results others follow announces each new one on its channel, after
+    -- the job's own status (so a reader that fetches the job sees the result).
+    SELECT d.id, d.channel_id, d.owner_id, r.kind, jsonb_build_object('type', d.type, 'resultPath', d.result_path)
+    FROM done d JOIN unnest($5::text[], $6::text[]) AS r(type, kind) ON r.type = d.type
+    WHERE d.state = 'completed'
 ), woken AS (
     UPDATE pgcue.jobs p
     SET run_at = now(), waiting_for = NULL, updated_at = now()

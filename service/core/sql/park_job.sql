@@ -12,6 +12,7 @@ WITH parked AS (
     SET state = 'queued',
         attempts = j.attempts - 1,
         waiting_for = $3,
+        parked = true,  -- its later claims keep started_at (sql/claim_jobs.sql)
         run_at = CASE WHEN $4::float8 IS NULL THEN 'infinity'::timestamptz
                       ELSE now() + make_interval(secs => $4::float8) END,
         updated_at = now(),
