@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from pgcue.workers.runtime import registry
+from pgcue.workers.runtime.registry import TypeSpec
 from tests.conftest import ROOT
 
 K8S = ROOT / "ops" / "k8s"
@@ -18,6 +20,15 @@ KEDA_CRDS = {
     "ScaledJob": "keda.sh_scaledjobs.yaml",
     "TriggerAuthentication": "keda.sh_triggerauthentications.yaml",
 }
+
+
+def builtin_types() -> list[TypeSpec]:
+    """The runnable types a deployment is generated from: the built-in ones. Other tests in
+    this process register the test types (tests/helpers/jobtypes.py) in the same registry;
+    they are not deployed, so they are left out here as `pgcue deploy` (a fresh process)
+    leaves them out."""
+    registry.load()
+    return [s for s in registry.runnable() if s.handler is not None and s.handler.__module__.startswith("pgcue.")]
 
 
 def kubectl() -> str:

@@ -19,8 +19,8 @@ import yaml
 from pgcue.cli import deploy
 from pgcue.cli.deploy.emit import dump
 from pgcue.cli.supervisor import METRICS_BASE_PORT, _workers
-from pgcue.workers.runtime import registry
 from tests.conftest import ROOT
+from tests.deploy.helpers import builtin_types
 
 GENERATED = ["ops/compose.yaml", "ops/prometheus/compose.yml", "ops/prometheus/prometheus.yml"]
 
@@ -70,8 +70,7 @@ def test_deploy_check_fails_on_a_drifted_tree_and_names_the_file(tmp_path: Path)
 
 
 def test_every_runnable_type_has_its_worker_files() -> None:
-    registry.load()
-    names = [s.name for s in registry.runnable()]
+    names = [s.name for s in builtin_types()]
     assert sorted(p.stem for p in (ROOT / "ops" / "k8s" / "workers").glob("*.yaml")) == sorted(names)
     services = yaml.safe_load((ROOT / "ops/compose.yaml").read_text())["services"]
     assert sorted(k.removeprefix("worker-") for k in services if k.startswith("worker-")) == sorted(names)
@@ -118,8 +117,7 @@ def test_the_yaml_writer_reads_back_as_written(text: str) -> None:
 
 def test_make_runs_prometheus_targets_are_the_ports_make_run_gives() -> None:
     """ops/prometheus/prometheus.yml scrapes exactly the ports `pgcue dev` hands out."""
-    registry.load()
-    types = [s.name for s in registry.runnable()]
+    types = [s.name for s in builtin_types()]
     given = []
     for child in _workers(types, [], METRICS_BASE_PORT):
         port = child.argv[child.argv.index("--metrics-port") + 1]
@@ -220,14 +218,12 @@ def _name(key: str) -> str:
 
 
 def test_generated_options_carry_the_schema(tmp_path: Path) -> None:
-    registry.load()
-    files = deploy.generate("k8s", deploy.plans(registry.runnable(), "studio_q"), deploy.Options(schema="studio_q"), [])
+    files = deploy.generate("k8s", deploy.plans(builtin_types(), "studio_q"), deploy.Options(schema="studio_q"), [])
     tts = files["ops/k8s/workers/tts.yaml"]
     assert "FROM studio_q.jobs" in tts and "pgcue.jobs" not in tts
     assert "PGCUE_SCHEMA: studio_q" in files["ops/k8s/settings.yaml"]
 
 
 def test_docs_deploy_holds_the_figures_the_registry_gives() -> None:
-    registry.load()
-    table = deploy.table(deploy.plans(registry.runnable(), "pgcue"))
+    table = deploy.table(deploy.plans(builtin_types(), "pgcue"))
     assert table in (ROOT / "docs" / "deploy.md").read_text(), "update the table in docs/deploy.md:\n" + table

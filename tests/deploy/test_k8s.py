@@ -19,7 +19,7 @@ from pgcue.cli.deploy.plan import GRACE_CAP_SECONDS, WorkerPlan
 from pgcue.core import migrate
 from pgcue.workers.runtime import registry
 from tests.conftest import ROOT
-from tests.deploy.helpers import K8S, crd_schema, kubectl, rendered, unknown_fields
+from tests.deploy.helpers import K8S, builtin_types, crd_schema, kubectl, rendered, unknown_fields
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install -e '.[deploy]'")
 jsonschema = pytest.importorskip("jsonschema", reason="pip install -e '.[deploy]'")
@@ -98,10 +98,9 @@ def test_the_pinned_crds_are_kedas_own() -> None:
 
 
 def test_each_type_scales_from_its_registry_settings(objects: list[dict[str, Any]]) -> None:
-    registry.load()
     deployments, scaled, jobs = _by(objects, "Deployment"), _by(objects, "ScaledObject"), _by(objects, "ScaledJob")
     pdbs = _by(objects, "PodDisruptionBudget")
-    for spec in registry.runnable():
+    for spec in builtin_types():
         plan = WorkerPlan(spec)
         name = plan.resource_name
         keda = jobs[name] if spec.deploy_as == "job" else scaled[name]

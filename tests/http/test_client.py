@@ -283,7 +283,7 @@ async def test_a_retried_jobs_stream_follows_the_retry_to_its_end(
     job = await pg.enqueue("t-second-try", "a1", max_attempts=1)
     with pytest.raises(JobFailed):
         await pg.wait(job, timeout=30)
-    assert (await pg.retry(job)).state == "queued"
+    assert (await pg.retry(job)).state in ("queued", "running", "completed")  # read after the retry
     events = await collect(pg.events(job))
     assert [e.state for e in events if isinstance(e, JobStatus)] == [
         "queued",
@@ -406,7 +406,9 @@ async def test_enqueue_list_recent_retry_delete_clear(client_for: Callable[..., 
     failing = await pg.enqueue("t-second-try", "a2", max_attempts=1)
     with pytest.raises(JobFailed):
         await pg.wait(failing, timeout=30)
-    assert (await pg.retry(failing)).state == "queued"
+    # The answer is the job as read after the retry: a worker listening for new work can
+    # have claimed it, or even finished it, before that read.
+    assert (await pg.retry(failing)).state in ("queued", "running", "completed")
     assert (await pg.wait(failing, timeout=30)).state == "completed"
 
     await pg.delete(first)
