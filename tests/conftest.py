@@ -123,8 +123,8 @@ def make_settings(dsn: str, **overrides: Any) -> Settings:
         log_format="json",
     )
     if _BOUNCER is not None and dsn != direct_dsn(dsn):  # behind PgBouncer, as docs/deploy.md says
-        # PgBouncer refuses start-up parameters it does not know (random_page_cost).
-        base.update(statement_cache_size=0, random_page_cost=0, direct_database_url=direct_dsn(dsn))
+        # pgcue sends no planner settings on pooled connections (PgBouncer refuses them).
+        base.update(statement_cache_size=0, direct_database_url=direct_dsn(dsn))
     base.update(overrides)
     return Settings(**base)
 

@@ -648,7 +648,10 @@ def main(argv: list[str] | None = None) -> int:
         if db.fatal(exc):
             hint = ""
             if "unsupported startup parameter" in str(exc):
-                hint = " (behind PgBouncer set PGCUE_RANDOM_PAGE_COST=0; see docs/deploy.md)"
+                hint = (
+                    " (behind PgBouncer set PGCUE_DIRECT_DATABASE_URL to PostgreSQL itself, or"
+                    " PGCUE_RANDOM_PAGE_COST=0 and PGCUE_JIT=true; see docs/deploy.md)"
+                )
             print(f"pgcue: the database refuses this connection: {db.describe(exc)}{hint}", file=sys.stderr)
             return EXIT_FATAL_CONFIG
         if db.unavailable(exc) or db.sqlstate(exc):

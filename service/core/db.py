@@ -98,10 +98,16 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 def _connect_kwargs(settings: Settings, application_name: str, *, direct: bool = False) -> dict[str, Any]:
     server_settings = {"application_name": application_name}
-    if settings.random_page_cost:
-        server_settings["random_page_cost"] = str(settings.random_page_cost)
-    if not settings.jit:
-        server_settings["jit"] = "off"
+    # The planner settings ride in the start-up packet. A pooler in front (the pooled URL
+    # differs from the direct one) refuses start-up parameters it does not track
+    # (PgBouncer: "unsupported startup parameter"), and a transaction pooler could not keep
+    # them per session anyway, so pooled connections send none: behind a pooler they are
+    # set on the role (docs/deploy.md). Direct sessions still get them.
+    if direct or not settings.pooled:
+        if settings.random_page_cost:
+            server_settings["random_page_cost"] = str(settings.random_page_cost)
+        if not settings.jit:
+            server_settings["jit"] = "off"
     return {
         "dsn": settings.direct_url if direct else settings.database_url,
         "statement_cache_size": settings.statement_cache_size,

@@ -100,6 +100,39 @@ def test_direct_url_defaults_to_the_database_url() -> None:
     assert t.direct_url == "postgresql://q@db:5432/studio" and t.pooled
 
 
+def test_planner_settings_go_on_direct_sessions_and_never_through_a_pooler() -> None:
+    s = Settings(database_url="postgresql://q@pooler:6432/studio", direct_database_url="postgresql://q@db:5432/studio")
+    pooled = db._connect_kwargs(s, "pgcue")["server_settings"]
+    direct = db._connect_kwargs(s, "pgcue", direct=True)["server_settings"]
+    assert pooled == {"application_name": "pgcue"}
+    assert direct["jit"] == "off" and direct["random_page_cost"] == "1.1"
+    alone = db._connect_kwargs(Settings(database_url="postgresql://q@db:5432/studio"), "pgcue")
+    assert alone["server_settings"]["jit"] == "off"
+
+
+@pytest.mark.skipif(conftest._BOUNCER is None, reason="needs pytest --pgbouncer")
+async def test_the_default_settings_connect_through_pgbouncer_and_sessions_keep_theirs(database: str) -> None:
+    # Defaults: random_page_cost 1.1 and JIT off. PgBouncer refuses both as start-up
+    # parameters; the pooled connection must not send them, the direct session must.
+    settings = Settings(
+        database_url=conftest.pooled_dsn(direct_dsn(database)),
+        direct_database_url=direct_dsn(database),
+        statement_cache_size=0,
+    )
+    assert settings.pooled and settings.random_page_cost == 1.1 and not settings.jit
+    pool = await db.create_pool(settings, max_size=1)
+    try:
+        assert await pool.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()
+    conn = await db.connect(settings, application_name="pgcue-test-direct")
+    try:
+        assert await conn.fetchval("SHOW jit") == "off"
+        assert await conn.fetchval("SHOW random_page_cost") == "1.1"
+    finally:
+        await conn.close()
+
+
 @pytest.mark.skipif(conftest._BOUNCER is None, reason="needs pytest --pgbouncer")
 async def test_queries_go_through_pgbouncer_and_sessions_do_not(settings: Settings, pool: asyncpg.Pool) -> None:
     bouncer = conftest._BOUNCER

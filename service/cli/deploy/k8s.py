@@ -435,8 +435,8 @@ def tree(plans: list[WorkerPlan], *, schema: str, image: str, tag: str) -> dict[
     files: dict[str, str] = {}
     header = HEADER
     settings_note = (
-        HEADER + "Behind PgBouncer (transaction mode) set PGCUE_STATEMENT_CACHE_SIZE and PGCUE_RANDOM_PAGE_COST\n"
-        "to \"0\" in an overlay, and put the pooler's DSN in the Secret's database-url (docs/deploy.md).\n"
+        HEADER + 'Behind PgBouncer (transaction mode) set PGCUE_STATEMENT_CACHE_SIZE to "0" in an overlay, put\n'
+        "the pooler's DSN in the Secret's database-url and PostgreSQL's in direct-database-url (docs/deploy.md).\n"
     )
     files["settings.yaml"] = dump_all(settings_objects(schema), settings_note)
     files["storage.yaml"] = dump_all(storage_objects(), header)
