@@ -216,3 +216,46 @@ def test_replicas_for_is_what_the_hpa_computes() -> None:
     assert [plan.replicas_for(s) for s in (0, 1, 2, 3, 7, 1000)] == [0, 1, 1, 2, 4, plan.max_replicas]
     assert plan.replicas_for(7) == math.ceil(7 / 2)
     assert ROOT.exists()
+
+
+def test_a_type_that_reads_a_secret_finds_it_where_its_setting_points(
+    objects: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    workers = {**_by(objects, "Deployment"), **_by(objects, "ScaledJob")}
+    with_secrets = [s for s in builtin_types() if s.secret_files]
+    assert "generate" in {s.name for s in with_secrets}  # its provider's API token
+    for spec in builtin_types():
+        plan = WorkerPlan(spec)
+        pod = _pod(workers[plan.resource_name])
+        container = pod["containers"][0]
+        volume = next((v for v in pod["volumes"] if "secret" in v), None)
+        if not spec.secret_files:
+            assert volume is None, spec.name  # no type sees another's secret
+            continue
+        assert volume is not None and volume["secret"]["secretName"] == f"pgcue-{spec.name}"
+        assert volume["secret"]["optional"] is True  # the pods start; the jobs say what is missing
+        mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+        assert mount["readOnly"] is True
+        paths = {i["key"]: f"{mount['mountPath']}/{i['path']}" for i in volume["secret"]["items"]}
+        for setting, key in spec.secret_files:
+            assert _env(container, setting) == paths[key]
+    # The variable the Deployment sets is the one the generate type reads its token from.
+    from pgcue.core.config import env_struct
+    from pgcue.workers.types.generate import GenerateSettings
+
+    token = tmp_path / "api-token"
+    token.write_text("r8_secret\n")
+    (setting, _key), *_ = next(s for s in with_secrets if s.name == "generate").secret_files
+    read = env_struct(GenerateSettings, "PGCUE_GENERATE_", {setting: str(token)})
+    assert read.api_token() == "r8_secret"
+
+
+def test_compose_passes_a_types_secret_through_from_the_hosts_environment() -> None:
+    services = yaml.safe_load((ROOT / "ops/compose.yaml").read_text())["services"]
+    for spec in builtin_types():
+        env = services[f"worker-{spec.name}"]["environment"]
+        for setting, _ in spec.secret_files:
+            variable = setting.removesuffix("_FILE")
+            assert env[variable] == f"${{{variable}:-}}"
+        if not spec.secret_files:
+            assert not any("TOKEN" in name for name in env), spec.name

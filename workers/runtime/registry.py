@@ -61,10 +61,20 @@ class TypeSpec:
     # and the shutdown grace; or "job", a KEDA ScaledJob, whose pods run their jobs to
     # the end and exit, so that no scale-in stops one mid-job (for jobs hours long).
     deploy_as: str = "deployment"
+    # The secrets the type's workers read, as (setting, key): `setting` is an environment
+    # variable ending in _FILE that names a file holding the secret, `key` its key in the
+    # Kubernetes Secret pgcue-<type>. `pgcue deploy` mounts that Secret (optional: without
+    # it the pods start and the type's jobs fail saying what is missing) and sets the
+    # variable; compose passes the variable without _FILE through from the host's
+    # environment instead. The type reads the file, else that variable.
+    secret_files: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.deploy_as not in ("deployment", "job"):
             raise ValueError(f"job type {self.name!r}: deploy_as must be 'deployment' or 'job'")
+        for setting, key in self.secret_files:
+            if not setting.endswith("_FILE") or not key:
+                raise ValueError(f"job type {self.name!r}: secret_files takes (a *_FILE variable, a key)")
 
     def row(self) -> JobType:
         return JobType(

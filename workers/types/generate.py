@@ -210,6 +210,7 @@ class GeneratePayload(msgspec.Struct, rename="camel", kw_only=True, forbid_unkno
     channel_concurrency=2,
     payload=GeneratePayload,
     description="image, video, talking-head, audio and voice generation at an outside provider",
+    secret_files=(("PGCUE_GENERATE_API_TOKEN_FILE", "api-token"),),
 )
 async def generate(ctx: JobContext) -> Result:
     payload = ctx.payload_as(GeneratePayload)

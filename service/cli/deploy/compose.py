@@ -76,9 +76,13 @@ def compose(plans: list[WorkerPlan], *, schema: str) -> str:
     for plan in plans:
         # Every worker may lead maintenance here: compose does not scale them to zero.
         args = ["worker", "--type", plan.name, "--metrics-port", str(METRICS_PORT), "--metrics-host", "0.0.0.0"]
-        services[f"worker-{plan.name}"] = _pgcue(
-            args, schema, grace=plan.shutdown_grace, mem_limit=f"{plan.memory_limit_mb}m"
-        )
+        service = _pgcue(args, schema, grace=plan.shutdown_grace, mem_limit=f"{plan.memory_limit_mb}m")
+        # A type's secrets (TypeSpec.secret_files) come from the host's environment here:
+        # PGCUE_GENERATE_API_TOKEN=... make up. Empty when unset: the jobs say what is missing.
+        for setting, _ in plan.spec.secret_files:
+            variable = setting.removesuffix("_FILE")
+            service["environment"][variable] = f"${{{variable}:-}}"
+        services[f"worker-{plan.name}"] = service
     services["prometheus"] = {
         "image": "${PGCUE_PROMETHEUS_IMAGE:-prom/prometheus:v2.53.0}",
         "command": [

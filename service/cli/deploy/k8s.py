@@ -117,7 +117,12 @@ def _wait_for_schema() -> dict[str, Any]:
 
 
 def _pod(
-    containers: list[dict[str, Any]], grace: int, *, restart: str | None = None, init: bool = True
+    containers: list[dict[str, Any]],
+    grace: int,
+    *,
+    restart: str | None = None,
+    init: bool = True,
+    volumes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if restart:
@@ -136,6 +141,7 @@ def _pod(
     spec["volumes"] = [
         {"name": "artifacts", "persistentVolumeClaim": {"claimName": "pgcue-artifacts"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+        *(volumes or []),
     ]
     return spec
 
@@ -175,8 +181,20 @@ def _trigger(plan: WorkerPlan) -> dict[str, Any]:
     }
 
 
+SECRETS_DIR = "/run/secrets/pgcue"
+
+
+def _secret_volumes(plan: WorkerPlan) -> list[dict[str, Any]]:
+    """The Secret pgcue-<type> of a type that reads secrets (TypeSpec.secret_files):
+    optional, so the pods start without it and the jobs fail saying what is missing."""
+    if not plan.spec.secret_files:
+        return []
+    items = [{"key": key, "path": key} for _, key in plan.spec.secret_files]
+    return [{"name": "secrets", "secret": {"secretName": plan.secret_name, "optional": True, "items": items}}]
+
+
 def _worker_container(plan: WorkerPlan) -> dict[str, Any]:
-    return _container(
+    c = _container(
         "worker",
         plan.worker_args(),
         grace=plan.shutdown_grace,
@@ -187,6 +205,10 @@ def _worker_container(plan: WorkerPlan) -> dict[str, Any]:
             "limits": {"memory": f"{plan.memory_limit_mb}Mi"},
         },
     )
+    if plan.spec.secret_files:
+        c["env"] += [{"name": setting, "value": f"{SECRETS_DIR}/{key}"} for setting, key in plan.spec.secret_files]
+        c["volumeMounts"].append({"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True})
+    return c
 
 
 def worker_objects(plan: WorkerPlan) -> list[dict[str, Any]]:
@@ -211,7 +233,12 @@ def worker_objects(plan: WorkerPlan) -> list[dict[str, Any]]:
                         + GRACE_MARGIN_SECONDS,
                         "template": {
                             **template,
-                            "spec": _pod([_worker_container(plan)], plan.termination_grace, restart="Never"),
+                            "spec": _pod(
+                                [_worker_container(plan)],
+                                plan.termination_grace,
+                                restart="Never",
+                                volumes=_secret_volumes(plan),
+                            ),
                         },
                     },
                     "pollingInterval": POLLING_SECONDS,
@@ -248,7 +275,10 @@ def worker_objects(plan: WorkerPlan) -> list[dict[str, Any]]:
                 "revisionHistoryLimit": 3,
                 "selector": {"matchLabels": _selector(component)},
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                "template": {**template, "spec": _pod([_worker_container(plan)], plan.termination_grace)},
+                "template": {
+                    **template,
+                    "spec": _pod([_worker_container(plan)], plan.termination_grace, volumes=_secret_volumes(plan)),
+                },
             },
         },
         {

@@ -35,6 +35,11 @@ class WorkerPlan:
         return "pgcue-worker-" + "".join(c if c.isalnum() else "-" for c in self.spec.name.lower()).strip("-")
 
     @property
+    def secret_name(self) -> str:
+        """pgcue-<type>: the Secret holding what the type reads (TypeSpec.secret_files)."""
+        return self.resource_name.replace("pgcue-worker-", "pgcue-", 1)
+
+    @property
     def as_job(self) -> bool:
         return self.spec.deploy_as == "job"
 
