@@ -6,7 +6,8 @@ editable install resolves that mapping with an import hook, which mypy and impor
 do not run, so this builds the package as it is installed (a tree of symlinks to the
 sources, in .venv/typecheck), checks it, and prints every path as its source path.
 
-    python ops/dev/lint.py [--tree DIR]    mypy, then import-linter; exit non-zero on any finding
+    python ops/dev/lint.py [--tree DIR]    mypy (and mypy --strict over pgcue.client), then
+                                           import-linter; exit non-zero on any finding
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ def main() -> int:
     failed = 0
     if args.only in (None, "mypy"):
         failed |= run([str(bindir / "mypy"), "--config-file", str(ROOT / "pyproject.toml"), "-p", "pgcue"], tree, env)
+        # The client is a library others type-check against: mypy --strict over it (what
+        # it imports is checked above, not reported twice here).
+        strict = ["--strict", "--follow-imports=silent", "-p", "pgcue.client"]
+        failed |= run([str(bindir / "mypy"), "--config-file", str(ROOT / "pyproject.toml"), *strict], tree, env)
     if args.only in (None, "imports"):
         config = ROOT / "pyproject.toml"
         failed |= run([str(bindir / "lint-imports"), str(config), "--no-cache"], tree, env)
