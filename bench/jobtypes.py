@@ -21,3 +21,10 @@ async def noop(ctx: JobContext) -> Any:
 async def latency(ctx: JobContext) -> Any:
     """Records when the handler started (wall clock of this machine)."""
     return {"t": time.time()}
+
+
+@job_type("bench-plain", lease_seconds=60, timeout_seconds=60)
+async def plain(ctx: JobContext) -> Any:
+    """Does nothing, with pgcue's defaults for everything but what a run sets (its
+    concurrency): the drain "at defaults"."""
+    return None

@@ -24,6 +24,7 @@ import asyncpg
 import psycopg
 from psycopg import sql as psql
 
+from bench.peers import _peercommon as pc
 from pgcue.core import db, migrate
 from pgcue.core.config import Settings
 from pgcue.core.models import Completion, NewJob
@@ -62,9 +63,20 @@ async def scratch_database(base_dsn: str) -> AsyncIterator[Settings]:
 class Workers:
     """`pgcue worker` processes, started and known to be listening before measuring."""
 
-    def __init__(self, settings: Settings, job_type: str, count: int, concurrency: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        job_type: str,
+        count: int,
+        concurrency: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         env = dict(
-            os.environ, PGCUE_DATABASE_URL=settings.database_url, PGCUE_LOG_FORMAT="json", PGCUE_LOG_LEVEL="info"
+            os.environ,
+            PGCUE_DATABASE_URL=settings.database_url,
+            PGCUE_LOG_FORMAT="json",
+            PGCUE_LOG_LEVEL="info",
+            **(env or {}),
         )
         argv = [sys.executable, "-m", "pgcue.cli", "worker", "--import", "bench.jobtypes", "--type", job_type]
         if concurrency:
@@ -115,26 +127,47 @@ def _noop_jobs(n: int, job_type: str = "bench-noop") -> list[NewJob]:
     return [NewJob(type=job_type, channel_id=f"ch-{i % 16}", payload={}) for i in range(n)]
 
 
-async def drain(base_dsn: str, jobs: int, processes: int = 1, concurrency: int | None = None) -> dict[str, Any]:
-    """N no-op jobs enqueued in one call, drained by `processes` worker processes."""
+async def drain(
+    base_dsn: str,
+    jobs: int,
+    processes: int = 1,
+    concurrency: int | None = None,
+    *,
+    job_type: str = "bench-noop",
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """N no-op jobs enqueued in one call, drained by `processes` worker processes; the
+    clock runs from the enqueue's commit to the last completion. With one process, what
+    the drain cost (CPU of PostgreSQL and of the worker, WAL; bench/peers/_peercommon.Cost)
+    over the same interval."""
     async with scratch_database(base_dsn) as settings:
-        workers = Workers(settings, "bench-noop", processes, concurrency)
+        workers = Workers(settings, job_type, processes, concurrency, env)
         try:
             await asyncio.to_thread(workers.wait_started)
             conn = await db.connect(settings)
             try:
                 t0 = time.perf_counter()
-                await Queue(conn).enqueue_many(_noop_jobs(jobs))
+                await Queue(conn).enqueue_many(_noop_jobs(jobs, job_type))
                 enqueue_s = time.perf_counter() - t0
                 committed = await conn.fetchval("SELECT clock_timestamp()")
+                cost = pc.Cost(
+                    workers.procs[0].pid,
+                    lambda: conn.fetchval("SELECT pg_current_wal_lsn()::text"),
+                    await conn.fetchval("SELECT pg_backend_pid()"),
+                )
+                await cost.start()
                 await _wait_all_finished(conn, jobs, timeout=max(120, jobs / 500))
+                spent = await cost.stop(jobs)
                 last = await conn.fetchval("SELECT max(completed_at) FROM pgcue.jobs")
             finally:
                 await conn.close()
         finally:
             workers.stop()
     seconds = max((last - committed).total_seconds(), 1e-6)
-    return {"jobs": jobs, "processes": processes, "drain_per_s": jobs / seconds, "enqueue_per_s": jobs / enqueue_s}
+    out = {"jobs": jobs, "processes": processes, "drain_per_s": jobs / seconds, "enqueue_per_s": jobs / enqueue_s}
+    if processes == 1:
+        out.update(spent)
+    return out
 
 
 async def pickup_latency(base_dsn: str, jobs: int = 500, gap: float = 0.01) -> dict[str, Any]:

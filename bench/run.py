@@ -7,6 +7,7 @@ Prints a table and writes bench/results/<time>.json.
     make bench BENCH_ARGS="--only http,sse --no-peers"  # the API: needs wrk (or uses an asyncio client)
     make bench BENCH_ARGS="--only soak --soak-jobs 50000 --no-peers"  # the soak runs only when asked
     make bench BENCH_ARGS="--only panel --no-peers"   # the Jobs panel's pages over 5,000,000 jobs (--panel-jobs)
+    make bench BENCH_ARGS="--only equal --peer-jobs 20000 --repeat 3"  # pgcue and pgqueuer at equal settings
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import api_bench, panel_bench, soak
+from bench import api_bench, equal, panel_bench, soak
 from bench import pgcue_bench as pb
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-WORKLOADS = ("enqueue", "drain", "drain2", "latency", "ceiling", "fairness", "http", "sse")
+WORKLOADS = ("enqueue", "drain", "drain2", "latency", "ceiling", "fairness", "http", "sse", "equal")
 OPTIONAL = ("soak", "panel")  # long: only with --soak / --soak-jobs, --panel / --panel-jobs, or --only
 
 
@@ -41,7 +42,7 @@ async def run_pgcue(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     only = set(args.only)
     for name in WORKLOADS:
-        if name not in only:
+        if name not in only or name == "equal":
             continue
         if name == "http":
             print(f"  http load generator: {_http_client(args)}", file=sys.stderr, flush=True)
@@ -74,6 +75,10 @@ async def run_pgcue(args: argparse.Namespace) -> dict[str, Any]:
                 runs.append(await api_bench.sse_fanout(args.dsn, args.sse_subscribers, args.sse_jobs))
         keys = tuple(k for k in runs[0] if k.endswith(("_per_s", "_ms", "_pct")))
         out[name] = _collect(runs, keys)
+    if "equal" in only:  # its own interleaved rounds (bench/equal.py), --repeat of them
+        if not equal.PGQ_PYTHON.exists() and not args.no_peers:
+            subprocess.run(["bash", str(HERE / "peers" / "setup.sh"), "pgqueuer"], check=False, timeout=900)
+        out["equal"] = await equal.run(args.dsn, args.peer_jobs, args.repeat, timeout=600.0)
     if "panel" in only:  # once: the fill is the long part
         print(f"  pgcue panel: {args.panel_jobs:,} jobs …", file=sys.stderr, flush=True)
         out["panel"] = await panel_bench.panel(
@@ -145,6 +150,8 @@ def print_table(result: dict[str, Any]) -> None:
         _print_soak(p["soak"])
     if "panel" in p:
         panel_bench.print_panel(p["panel"])
+    if "equal" in p:
+        print("\n" + equal.table(p["equal"]))
     _print_peers(result)
 
 

@@ -329,22 +329,120 @@ async def wait_for_marks(
     return marks
 
 
+# --------------------------------------------------------------------------
+# What a drain costs: CPU of PostgreSQL and of the worker, WAL written
+# --------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_fields(pid: int | str) -> tuple[str, list[str]] | None:
+    """(comm, the fields after it) of /proc/<pid>/stat, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    close = stat.rindex(")")
+    return stat[stat.index("(") + 1 : close], stat[close + 2 :].split()
+
+
+def _cpu_of(fields: list[str]) -> float:
+    """utime + stime + cutime + cstime (fields 14-17 of stat(5)), in seconds: its own CPU
+    and that of the children it has reaped."""
+    return sum(int(f) for f in fields[11:15]) / _TICK
+
+
+def pg_cpu_seconds() -> float:
+    """CPU seconds the PostgreSQL server on this machine has used so far: every process
+    named postgres (backends, WAL writer, checkpointer, autovacuum), and through the
+    postmaster's reaped-children time, the backends that have exited since. A difference
+    of two readings is what the server spent between them, whoever's backend it was; so
+    nothing else may use this server while a drain is measured."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            got = _stat_fields(pid)
+            if got is not None and got[0] == "postgres":
+                total += _cpu_of(got[1])
+    return total
+
+
+def process_cpu_seconds(pid: int) -> float:
+    got = _stat_fields(pid)
+    return _cpu_of(got[1]) if got is not None else float("nan")
+
+
+class Cost:
+    """CPU of PostgreSQL and of one worker process, and WAL bytes, between start() and
+    stop(); reported per job. `lsn` is an async callable returning pg_current_wal_lsn()
+    as text (the caller's own connection). `observer_pid` is that connection's backend
+    (SELECT pg_backend_pid()): its CPU, the harness polling for the end of the drain, is
+    left out, so how often a harness polls does not change a system's figure."""
+
+    def __init__(self, worker_pid: int, lsn: Callable[[], Awaitable[str]], observer_pid: int | None = None) -> None:
+        self.worker_pid = worker_pid
+        self.lsn = lsn
+        self.observer_pid = observer_pid
+
+    def _pg(self) -> float:
+        spent = pg_cpu_seconds()
+        if self.observer_pid is not None:
+            spent -= process_cpu_seconds(self.observer_pid)
+        return spent
+
+    async def start(self) -> None:
+        self.lsn0 = await self.lsn()
+        self.pg0 = self._pg()
+        self.w0 = process_cpu_seconds(self.worker_pid)
+
+    async def stop(self, jobs: int) -> dict:
+        pg = self._pg() - self.pg0
+        w = process_cpu_seconds(self.worker_pid) - self.w0
+        wal = lsn_bytes(await self.lsn()) - lsn_bytes(self.lsn0)
+        return {
+            "pg_cpu_us_per_job": round(1e6 * pg / jobs, 1),
+            "worker_cpu_us_per_job": round(1e6 * w / jobs, 1),
+            "wal_bytes_per_job": round(wal / jobs, 1),
+        }
+
+
+def lsn_bytes(lsn: str) -> int:
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
 async def timed_drain(
-    worker: WorkerProc, marks: str, unfinished: Callable[[], Awaitable[int]], n: int, enqueue_s: float, timeout_s: float
+    worker: WorkerProc,
+    marks: str,
+    unfinished: Callable[[], Awaitable[int]],
+    n: int,
+    enqueue_s: float,
+    timeout_s: float,
+    lsn: Callable[[], Awaitable[str]] | None = None,
+    observer_pid: int | None = None,
 ) -> dict:
     """The drain clock every peer uses: from the first handler start (its mark) to the
-    first poll of `unfinished()` (an async count) that finds nothing left."""
+    first poll of `unfinished()` (an async count) that finds nothing left. With `lsn`, the
+    drain's cost too (Cost), over the same interval, without the polling backend's
+    (`observer_pid`)."""
 
     async def first_started() -> bool:
         return "first" in read_marks(marks)
 
     await await_until(first_started, WORKER_READY_TIMEOUT_S, "first job to start", interval_s=0.005, worker=worker)
+    cost = Cost(worker.proc.pid, lsn, observer_pid) if lsn is not None else None
+    if cost is not None:
+        await cost.start()
 
     async def all_done() -> bool:
         return await unfinished() == 0
 
     done_ts = await await_until(all_done, timeout_s, "queue to drain", worker=worker)
-    return drain_result(n, enqueue_s, read_marks(marks)["first"], done_ts, worker.spawned_at)
+    res = drain_result(n, enqueue_s, read_marks(marks)["first"], done_ts, worker.spawned_at)
+    if cost is not None:
+        res.update(await cost.stop(n))
+    return res
 
 
 def drain_result(n: int, enqueue_s: float, first_ts: float, done_ts: float, spawned_ts: float) -> dict:

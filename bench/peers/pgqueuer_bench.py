@@ -40,6 +40,9 @@ ENV_MARKS = "BENCH_MARKS"
 # Jobs fetched per dequeue query; pgqueuer's default is 10.  Chosen by a sweep
 # on this machine (10/50/100/200/500), see README.md.
 WORKER_BATCH_SIZE = int(os.environ.get("BENCH_PGQ_BATCH_SIZE", "100"))
+# Handlers at once (pgqueuer.run's max_concurrent_tasks; unset: pgqueuer's default, no cap),
+# so a run "at concurrency 50" means the same for pgcue and for pgqueuer.
+MAX_CONCURRENT = os.environ.get("BENCH_PGQ_MAX_CONCURRENT")
 ENQUEUE_CHUNK = int(os.environ.get("BENCH_ENQUEUE_CHUNK", "20000"))
 
 _marker = pc.Marker(os.environ.get(ENV_MARKS))
@@ -90,7 +93,10 @@ def worker_main() -> int:
     import uvloop
 
     logging.basicConfig(level=logging.WARNING)
-    uvloop.run(pgqueuer.run(create_pgqueuer, batch_size=WORKER_BATCH_SIZE, dequeue_timeout=timedelta(seconds=30)))
+    options: dict = {"batch_size": WORKER_BATCH_SIZE, "dequeue_timeout": timedelta(seconds=30)}
+    if MAX_CONCURRENT:
+        options["max_concurrent_tasks"] = int(MAX_CONCURRENT)
+    uvloop.run(pgqueuer.run(create_pgqueuer, **options))
     return 0
 
 
@@ -142,7 +148,14 @@ async def run_drain(args, db_dsn: str, marks: str) -> dict:
         worker = start_worker(db_dsn, marks)
 
         res = await pc.timed_drain(
-            worker, marks, lambda: conn.fetchval("SELECT count(*) FROM pgqueuer"), n, enqueue_s, args.timeout
+            worker,
+            marks,
+            lambda: conn.fetchval("SELECT count(*) FROM pgqueuer"),
+            n,
+            enqueue_s,
+            args.timeout,
+            lsn=lambda: conn.fetchval("SELECT pg_current_wal_lsn()::text"),
+            observer_pid=await conn.fetchval("SELECT pg_backend_pid()"),
         )
         worker.check_alive()
         bad = await conn.fetchval(
@@ -152,7 +165,11 @@ async def run_drain(args, db_dsn: str, marks: str) -> dict:
             raise RuntimeError(f"{bad} jobs did not succeed")
         res["analyzed"] = not args.no_analyze
         res["enqueue_chunk"] = ENQUEUE_CHUNK
-        res["worker"] = {"process": "separate (pgqueuer.run)", "batch_size": WORKER_BATCH_SIZE}
+        res["worker"] = {
+            "process": "separate (pgqueuer.run)",
+            "batch_size": WORKER_BATCH_SIZE,
+            "max_concurrent_tasks": MAX_CONCURRENT,
+        }
         return res
     finally:
         if worker is not None:
@@ -193,7 +210,11 @@ async def run_latency(args, db_dsn: str, marks: str) -> dict:
             call_s.append(commit_ts[key] - c0)
         got = await pc.wait_for_marks(marks, commit_ts.keys(), args.timeout, worker)
         res = pc.latency_summary(commit_ts, got, call_s)
-        res["worker"] = {"process": "separate (pgqueuer.run)", "batch_size": WORKER_BATCH_SIZE}
+        res["worker"] = {
+            "process": "separate (pgqueuer.run)",
+            "batch_size": WORKER_BATCH_SIZE,
+            "max_concurrent_tasks": MAX_CONCURRENT,
+        }
         return res
     finally:
         if worker is not None:
