@@ -34,6 +34,7 @@ from pgcue.core.logs import configure as configure_logging
 from pgcue.core.models import Job, NewJob
 from pgcue.core.queue import Queue
 from pgcue.core.states import JobState
+from pgcue.core.wire import iso_ms
 
 DATA_DIR = Path(".data")  # `make run` runs from the checkout: its dev key and private cluster live here
 
@@ -311,8 +312,8 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
                     "admin": k.admin,
                     "channels": list(k.channels),
                     "label": k.label,
-                    "createdAt": k.created_at.isoformat(),
-                    "revokedAt": None if k.revoked_at is None else k.revoked_at.isoformat(),
+                    "createdAt": iso_ms(k.created_at),
+                    "revokedAt": iso_ms(k.revoked_at),
                 }
                 for k in keys
             ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import os
 import signal
 import socket
@@ -57,7 +58,11 @@ async def test_keys_list_revoke_and_rotate(database: str, pool: asyncpg.Pool) ->
     assert again.returncode == 1 and again.stderr.count("\n") == 1 and "already revoked" in again.stderr
     missing = run_cli("keys", "revoke", "999999", dsn=database)
     assert missing.returncode == 1 and "no key 999999" in missing.stderr
-    assert len(json.loads(_cli_ok("keys", "list", "--user", "dana", "--revoked", dsn=database))) == 2
+    revoked = json.loads(_cli_ok("keys", "list", "--user", "dana", "--revoked", dsn=database))
+    assert len(revoked) == 2
+    # The one timestamp format pgcue writes everywhere (pgcue.core.wire.iso_ms).
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    assert all(stamp.match(k["createdAt"]) and stamp.match(k["revokedAt"]) for k in revoked), revoked
 
 
 def test_an_edited_applied_migration_is_refused(database: str) -> None:
