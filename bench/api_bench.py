@@ -77,8 +77,9 @@ def _own_cpu_seconds() -> float:
 class ApiServer:
     """One `pgcue serve` subprocess on a free loopback port, known to answer before use."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
         self.settings = settings
+        self.env = env or {}
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -90,6 +91,7 @@ class ApiServer:
             PGCUE_DATABASE_URL=self.settings.database_url,
             PGCUE_LOG_FORMAT="json",
             PGCUE_LOG_LEVEL="warning",
+            **self.env,
         )
         argv = [sys.executable, "-m", "pgcue.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -398,7 +400,9 @@ async def sse_fanout(
     loop = asyncio.get_running_loop()
     async with scratch_database(base_dsn) as settings:
         token = await _key(settings)
-        server = ApiServer(settings)
+        # One key for every subscriber, so its stream limit (PGCUE_SSE_STREAMS_PER_KEY, 20
+        # by default) is raised to the subscriber count: the fan-out is measured, not the bound.
+        server = ApiServer(settings, {"PGCUE_SSE_STREAMS_PER_KEY": str(subscribers)})
         workers = Workers(settings, "echo", 1)
         subs: list[_Subscriber] = []
         conn = None

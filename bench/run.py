@@ -46,48 +46,70 @@ async def run_pgcue(args: argparse.Namespace) -> dict[str, Any]:
             continue
         if name == "http":
             print(f"  http load generator: {_http_client(args)}", file=sys.stderr, flush=True)
-        runs = []
-        for i in range(args.repeat):
-            print(f"  pgcue {name} run {i + 1}/{args.repeat} …", file=sys.stderr, flush=True)
-            if name == "enqueue":
-                runs.append(await pb.enqueue(args.dsn))
-            elif name == "drain":
-                runs.append(await pb.drain(args.dsn, args.jobs, 1))
-            elif name == "drain2":
-                runs.append(await pb.drain(args.dsn, args.jobs, 2))
-            elif name == "latency":
-                runs.append(await pb.pickup_latency(args.dsn, args.latency_jobs))
-            elif name == "ceiling":
-                runs.append(await pb.ceiling(args.dsn, args.jobs))
-            elif name == "fairness":
-                runs.append(await pb.fairness(args.dsn, min(args.jobs, 20_000)))
-            elif name == "http":
-                runs.append(
-                    await api_bench.http_enqueue(
-                        args.dsn,
-                        seconds=args.http_seconds,
-                        warmup=args.http_warmup,
-                        connections=args.http_connections,
-                        client=args.http_client,
-                    )
-                )
-            elif name == "sse":
-                runs.append(await api_bench.sse_fanout(args.dsn, args.sse_subscribers, args.sse_jobs))
-        keys = tuple(k for k in runs[0] if k.endswith(("_per_s", "_ms", "_pct")))
-        out[name] = _collect(runs, keys)
-    if "equal" in only:  # its own interleaved rounds (bench/equal.py), --repeat of them
-        if not equal.PGQ_PYTHON.exists() and not args.no_peers:
-            subprocess.run(["bash", str(HERE / "peers" / "setup.sh"), "pgqueuer"], check=False, timeout=900)
-        out["equal"] = await equal.run(args.dsn, args.peer_jobs, args.repeat, timeout=600.0)
-    if "panel" in only:  # once: the fill is the long part
-        print(f"  pgcue panel: {args.panel_jobs:,} jobs …", file=sys.stderr, flush=True)
-        out["panel"] = await panel_bench.panel(
-            args.dsn, args.panel_jobs, seconds=args.panel_seconds, clients=args.panel_clients
-        )
-    if "soak" in only:  # once, whatever --repeat says: it is the long run
-        print(f"  pgcue soak: {args.soak_jobs:,} jobs …", file=sys.stderr, flush=True)
-        out["soak"] = await soak.soak(args.dsn, args.soak_jobs, args.soak_processes)
+        try:
+            out[name] = await _workload(args, name)
+        except Exception as exc:  # one broken workload must not lose every other figure
+            print(f"  pgcue {name} failed: {exc!r}", file=sys.stderr, flush=True)
+            out[name] = {"failed": repr(exc)}
+    for name, run in (("equal", _equal), ("panel", _panel), ("soak", _soak)):
+        if name in only:
+            try:
+                out[name] = await run(args)
+            except Exception as exc:
+                print(f"  pgcue {name} failed: {exc!r}", file=sys.stderr, flush=True)
+                out[name] = {"failed": repr(exc)}
     return out
+
+
+async def _equal(args: argparse.Namespace) -> dict[str, Any]:
+    """Its own interleaved rounds (bench/equal.py), --repeat of them."""
+    if not equal.PGQ_PYTHON.exists() and not args.no_peers:
+        subprocess.run(["bash", str(HERE / "peers" / "setup.sh"), "pgqueuer"], check=False, timeout=900)
+    return await equal.run(args.dsn, args.peer_jobs, args.repeat, timeout=600.0)
+
+
+async def _panel(args: argparse.Namespace) -> dict[str, Any]:
+    """Once: the fill is the long part."""
+    print(f"  pgcue panel: {args.panel_jobs:,} jobs …", file=sys.stderr, flush=True)
+    return await panel_bench.panel(args.dsn, args.panel_jobs, seconds=args.panel_seconds, clients=args.panel_clients)
+
+
+async def _soak(args: argparse.Namespace) -> dict[str, Any]:
+    """Once, whatever --repeat says: it is the long run."""
+    print(f"  pgcue soak: {args.soak_jobs:,} jobs …", file=sys.stderr, flush=True)
+    return await soak.soak(args.dsn, args.soak_jobs, args.soak_processes)
+
+
+async def _workload(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    runs = []
+    for i in range(args.repeat):
+        print(f"  pgcue {name} run {i + 1}/{args.repeat} …", file=sys.stderr, flush=True)
+        if name == "enqueue":
+            runs.append(await pb.enqueue(args.dsn))
+        elif name == "drain":
+            runs.append(await pb.drain(args.dsn, args.jobs, 1))
+        elif name == "drain2":
+            runs.append(await pb.drain(args.dsn, args.jobs, 2))
+        elif name == "latency":
+            runs.append(await pb.pickup_latency(args.dsn, args.latency_jobs))
+        elif name == "ceiling":
+            runs.append(await pb.ceiling(args.dsn, args.jobs))
+        elif name == "fairness":
+            runs.append(await pb.fairness(args.dsn, min(args.jobs, 20_000)))
+        elif name == "http":
+            runs.append(
+                await api_bench.http_enqueue(
+                    args.dsn,
+                    seconds=args.http_seconds,
+                    warmup=args.http_warmup,
+                    connections=args.http_connections,
+                    client=args.http_client,
+                )
+            )
+        elif name == "sse":
+            runs.append(await api_bench.sse_fanout(args.dsn, args.sse_subscribers, args.sse_jobs))
+    keys = tuple(k for k in runs[0] if k.endswith(("_per_s", "_ms", "_pct")))
+    return _collect(runs, keys)
 
 
 def _http_client(args: argparse.Namespace) -> str:
@@ -146,13 +168,16 @@ def print_table(result: dict[str, Any]) -> None:
     if drain and ceil:
         print(f"  {'drain as a fraction of the ceiling':<48} {drain['median'] / ceil['median']:.2f}")
     _print_api(p)
-    if "soak" in p:
+    if "soak" in p and "failed" not in p["soak"]:
         _print_soak(p["soak"])
-    if "panel" in p:
+    if "panel" in p and "failed" not in p["panel"]:
         panel_bench.print_panel(p["panel"])
-    if "equal" in p:
+    if "equal" in p and "failed" not in p["equal"]:
         print("\n" + equal.table(p["equal"]))
     _print_peers(result)
+    for name, got in p.items():
+        if isinstance(got, dict) and "failed" in got:
+            print(f"\n{name} FAILED: {got['failed']}")
 
 
 def _print_peers(result: dict[str, Any]) -> None:
@@ -195,7 +220,7 @@ def _print_peers(result: dict[str, Any]) -> None:
 
 
 def _print_api(p: dict[str, Any]) -> None:
-    http, sse = p.get("http"), p.get("sse")
+    http, sse = (got if got and "failed" not in got else None for got in (p.get("http"), p.get("sse")))
     if http:
         raw = http["raw"]
         client, conns = raw[0]["client"], raw[0]["connections"]
