@@ -28,7 +28,8 @@ from bench import pgcue_bench as pb
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-WORKLOADS = ("enqueue", "drain", "drain2", "latency", "ceiling", "fairness", "http", "sse", "equal")
+WORKLOADS = ("enqueue", "drain", "drain2", "latency", "ceiling", "fairness", "http", "sse")  # --repeat runs each
+ONCE = ("equal",)  # runs by default, once: its own --repeat interleaved rounds
 OPTIONAL = ("soak", "panel")  # long: only with --soak / --soak-jobs, --panel / --panel-jobs, or --only
 
 
@@ -42,7 +43,7 @@ async def run_pgcue(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     only = set(args.only)
     for name in WORKLOADS:
-        if name not in only or name == "equal":
+        if name not in only:
             continue
         if name == "http":
             print(f"  http load generator: {_http_client(args)}", file=sys.stderr, flush=True)
@@ -304,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         type=lambda s: s.split(","),
-        default=list(WORKLOADS),
-        help=f"comma-separated subset of {','.join(WORKLOADS + OPTIONAL)}",
+        default=list(WORKLOADS + ONCE),
+        help=f"comma-separated subset of {','.join(WORKLOADS + ONCE + OPTIONAL)}",
     )
     ap.add_argument("--no-peers", action="store_true")
     api = ap.add_argument_group("API workloads (http, sse)")
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     web.add_argument("--panel-seconds", type=float, default=10.0, help="measured seconds per page")
     web.add_argument("--panel-clients", type=int, default=4, help="concurrent signed-in clients")
     args = ap.parse_args(argv)
-    unknown = set(args.only) - set(WORKLOADS + OPTIONAL)
+    unknown = set(args.only) - set(WORKLOADS + ONCE + OPTIONAL)
     if unknown:
         ap.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
     if args.soak or args.soak_jobs:

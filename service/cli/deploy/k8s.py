@@ -182,6 +182,7 @@ def _trigger(plan: WorkerPlan) -> dict[str, Any]:
 
 
 SECRETS_DIR = "/run/secrets/pgcue"
+SECRETS_VOLUME = "secrets"
 
 
 def _secret_volumes(plan: WorkerPlan) -> list[dict[str, Any]]:
@@ -190,7 +191,7 @@ def _secret_volumes(plan: WorkerPlan) -> list[dict[str, Any]]:
     if not plan.spec.secret_files:
         return []
     items = [{"key": key, "path": key} for _, key in plan.spec.secret_files]
-    return [{"name": "secrets", "secret": {"secretName": plan.secret_name, "optional": True, "items": items}}]
+    return [{"name": SECRETS_VOLUME, "secret": {"secretName": plan.secret_name, "optional": True, "items": items}}]
 
 
 def _worker_container(plan: WorkerPlan) -> dict[str, Any]:
@@ -207,7 +208,7 @@ def _worker_container(plan: WorkerPlan) -> dict[str, Any]:
     )
     if plan.spec.secret_files:
         c["env"] += [{"name": setting, "value": f"{SECRETS_DIR}/{key}"} for setting, key in plan.spec.secret_files]
-        c["volumeMounts"].append({"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True})
+        c["volumeMounts"].append({"name": SECRETS_VOLUME, "mountPath": SECRETS_DIR, "readOnly": True})
     return c
 
 
