@@ -38,7 +38,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     # Worker timing. The poll is the fallback when a notification is lost.
     poll_interval: float = 1.0
-    claim_batch: int = 100
+    claim_batch: int = 500
+    # How far ahead of its free slots a worker claims: as many jobs as it expects to start
+    # within this many seconds at the pace its handlers finish (0: only free slots). Jobs
+    # that take longer than this are never claimed ahead; no-op-short ones are claimed in
+    # batches of up to claim_batch instead of one free slot's worth.
+    claim_ahead_seconds: float = 0.05
     shutdown_grace: float = 30.0
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 3600.0
@@ -125,6 +130,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"PGCUE_{name.upper()} must be at least 1")
+        if self.claim_ahead_seconds < 0:
+            raise ConfigError("PGCUE_CLAIM_AHEAD_SECONDS must be 0 (claim only free slots) or more")
         if self.random_page_cost < 0:
             raise ConfigError("PGCUE_RANDOM_PAGE_COST must be 0 (the server's own setting) or more")
         if self.artifact_quota_bytes < 0:

@@ -204,3 +204,27 @@ async def exact_output(ctx: JobContext) -> Any:
     ctx.output(f"end {i}\n")
     ctx.log.info("exact output written", tokens=i)
     return {"tokens": i}
+
+
+_ahead_at_once = 0
+
+
+@job_type("t-ahead", concurrency=2, lease_seconds=10, retry_base_seconds=0.1)
+async def ahead(ctx: JobContext) -> Any:
+    """Reports progress if `report`, sleeps `sleep` seconds (0 by default), then waits
+    for the file `gate` if given, and traces `atonce-<n>`, how many of its handlers run at once in this process, so a
+    test sees the concurrency kept while jobs are claimed ahead of it
+    (tests/processes/test_claim_ahead.py)."""
+    global _ahead_at_once
+    _ahead_at_once += 1
+    try:
+        trace(f"atonce-{_ahead_at_once}", ctx)
+        if ctx.payload.get("report"):
+            ctx.progress(1, "started")
+        await asyncio.sleep(float(ctx.payload.get("sleep", 0)))
+        gate = ctx.payload.get("gate")
+        while gate and not _is_open(gate):
+            await asyncio.sleep(0.02)
+    finally:
+        _ahead_at_once -= 1
+    return None

@@ -122,7 +122,10 @@ async def test_enqueue_counts_inserted_jobs_only(queue: Queue) -> None:
 
 
 def test_worker_collector_reports_running_free_and_capacity() -> None:
-    state = SimpleNamespace(limits={"tts": 2, "render": 1}, busy={"tts": 1, "render": 1})
+    # render: one handler running and 3 jobs claimed ahead waiting for its one slot.
+    state = SimpleNamespace(
+        limits={"tts": 2, "render": 1}, busy={"tts": 1, "render": 4}, in_handler={"tts": 1, "render": 1}
+    )
     text = generate_latest(metrics.exposition_registry(WorkerCollector(state))).decode()
     got = {(s.name, s.labels["type"]): s.value for f in text_string_to_metric_families(text) for s in f.samples}
     assert got == {
@@ -132,4 +135,6 @@ def test_worker_collector_reports_running_free_and_capacity() -> None:
         ("pgcue_worker_free_slots", "tts"): 1,
         ("pgcue_worker_concurrency_slots", "render"): 1,
         ("pgcue_worker_concurrency_slots", "tts"): 2,
+        ("pgcue_worker_claimed_ahead_jobs", "render"): 3,
+        ("pgcue_worker_claimed_ahead_jobs", "tts"): 0,
     }

@@ -27,6 +27,8 @@ def test_defaults_and_overrides() -> None:
         ({"PGCUE_POLL_INTERVAL": "0"}, "PGCUE_POLL_INTERVAL"),
         ({"PGCUE_SSE_STREAMS_PER_KEY": "0"}, "PGCUE_SSE_STREAMS_PER_KEY"),
         ({"PGCUE_ARTIFACT_QUOTA_BYTES": "-1"}, "PGCUE_ARTIFACT_QUOTA_BYTES"),
+        ({"PGCUE_CLAIM_AHEAD_SECONDS": "-0.1"}, "PGCUE_CLAIM_AHEAD_SECONDS"),
+        ({"PGCUE_CLAIM_AHEAD_SECONDS": "soon"}, "PGCUE_CLAIM_AHEAD_SECONDS"),
         ({"PGCUE_LOG_FORMAT": "xml"}, "PGCUE_LOG_FORMAT"),
     ],
 )

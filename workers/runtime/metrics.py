@@ -23,7 +23,10 @@ class WorkerState(Protocol):
     def limits(self) -> Mapping[str, int]: ...  # slots per type
 
     @property
-    def busy(self) -> Mapping[str, int]: ...  # running jobs per type
+    def busy(self) -> Mapping[str, int]: ...  # jobs held per type: running, or claimed ahead and waiting
+
+    @property
+    def in_handler(self) -> Mapping[str, int]: ...  # handlers running per type (at most its slots)
 
 
 class Healthy(WorkerState, Protocol):
@@ -39,7 +42,7 @@ class WorkerCollector:
     def collect(self) -> Iterator[Metric]:
         running = GaugeMetricFamily(
             "pgcue_worker_running_jobs",
-            "Jobs this worker process is running.",
+            "Handlers this worker process is running (at most its concurrency).",
             labels=["type"],
         )
         free = GaugeMetricFamily(
@@ -52,12 +55,18 @@ class WorkerCollector:
             "Concurrency slots of this worker process.",
             labels=["type"],
         )
+        ahead = GaugeMetricFamily(
+            "pgcue_worker_claimed_ahead_jobs",
+            "Jobs this worker process claimed ahead of its free slots, waiting for one (PGCUE_CLAIM_AHEAD_SECONDS).",
+            labels=["type"],
+        )
         for name, limit in sorted(self.worker.limits.items()):
-            busy = self.worker.busy.get(name, 0)
-            running.add_metric([name], busy)
-            free.add_metric([name], max(0, limit - busy))
+            in_handler = self.worker.in_handler.get(name, 0)
+            running.add_metric([name], in_handler)
+            free.add_metric([name], max(0, limit - in_handler))
             slots.add_metric([name], limit)
-        yield from (running, free, slots)
+            ahead.add_metric([name], max(0, self.worker.busy.get(name, 0) - in_handler))
+        yield from (running, free, slots, ahead)
 
 
 class _Quiet(WSGIRequestHandler):

@@ -29,7 +29,7 @@ class Producer:
 
     async def run(self) -> None:
         worker, spec, name = self.worker, self.spec, self.spec.name
-        batch_limit = spec.claim_batch or worker.settings.claim_batch
+        batch_limit = worker.batch_limit(name)
         backoff = 0.1
         rotations = 0  # claims in a row that found a full ring of channels but took no job
         while not worker.stopping:
@@ -38,10 +38,20 @@ class Producer:
             if free > 0:
                 want = min(free, batch_limit)
                 limited = worker.limited.get(name, False)
-                try:
-                    jobs = await worker.queue.claim(
+                claim = asyncio.ensure_future(
+                    worker.queue.claim(
                         name, want, worker.worker_id, spec.lease_seconds, cursor=self.cursor, limited=limited
                     )
+                )
+                try:
+                    jobs = await asyncio.shield(claim)
+                except asyncio.CancelledError:
+                    # Stopped with a claim in flight: what it took is given back with the
+                    # rest instead of staying held until its lease runs out.
+                    await asyncio.wait({claim})
+                    if not claim.cancelled() and claim.exception() is None:
+                        worker.give_back([(job.id, job.fence) for job in claim.result()])
+                    raise
                 except Exception as exc:
                     if not db.unavailable(exc):
                         raise

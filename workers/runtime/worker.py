@@ -63,6 +63,9 @@ from pgcue.workers.runtime.timeouts import TimeoutSweep
 log = structlog.get_logger("pgcue.worker")
 
 HEALTH_STALL_SECONDS = 30.0
+# A job claimed ahead that has waited this long for a handler slot (or 20 claim horizons,
+# if more) is given back for another process to run.
+AHEAD_WAIT_SECONDS = 1.0
 
 
 @dataclass
@@ -74,6 +77,7 @@ class Running:
     in_handler: bool = False  # the handler is running (only then may a timeout cancel the task)
     timed_out: bool = False  # set by the timeout sweep just before it cancels the task
     slot_freed: bool = False  # its handler is done and its slot taken by the next job
+    started: bool = False  # its handler has a slot (a job claimed ahead waits for one)
 
 
 def apply_memory_limit(megabytes: int) -> None:
@@ -113,7 +117,11 @@ class Worker:
         self.idle_exit = idle_exit  # exit after this many seconds with nothing to run
         self.ticked = time.monotonic()  # the timeout sweep's last pass: the loop is alive
         self.running: dict[uuid.UUID, Running] = {}
-        self.busy = dict.fromkeys(self.specs, 0)
+        self.busy = dict.fromkeys(self.specs, 0)  # claimed and not yet done (started or waiting)
+        # Handlers at once: a job claimed ahead (see ahead()) waits here for a slot.
+        self.slots = {name: asyncio.Semaphore(limit) for name, limit in self.limits.items()}
+        self.in_handler = dict.fromkeys(self.specs, 0)  # handlers running (each holds a slot)
+        self.pace: dict[str, float] = {}  # a handler's recent duration per type, seconds (moving average)
         self.limited: dict[str, bool] = {}  # types claimed under a fleet-wide lock
         self.producers = {name: Producer(self, spec) for name, spec in self.specs.items()}
         self.store = LocalArtifacts(settings.artifacts_dir)
@@ -128,10 +136,27 @@ class Worker:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def ahead(self, name: str) -> int:
+        """Jobs of type `name` to claim beyond the free slots: as many as start within
+        claim_ahead_seconds at the pace this type's handlers finish, at most a claim batch.
+        None before a handler has finished, and none for a type claimed under a fleet-wide
+        limit, whose budget counts every held job as running. So long jobs are claimed one
+        free slot at a time, as before, and a worker never holds more work than it starts
+        within the horizon while other processes could run it."""
+        horizon = self.settings.claim_ahead_seconds
+        pace = self.pace.get(name)
+        if horizon <= 0 or pace is None or self.limited.get(name, False):
+            return 0
+        starts_per_second = self.limits[name] / max(pace, 1e-4)
+        return min(self.batch_limit(name), int(starts_per_second * horizon))
+
+    def batch_limit(self, name: str) -> int:
+        return self.specs[name].claim_batch or self.settings.claim_batch
+
     def room(self, name: str) -> int:
-        """Jobs of type `name` this process may claim now: its free slots, within what is
-        left of max_jobs."""
-        free = self.limits[name] - self.busy[name]
+        """Jobs of type `name` this process may claim now: its free slots and what it may
+        claim ahead (ahead()), within what is left of max_jobs."""
+        free = self.limits[name] + self.ahead(name) - self.busy[name]
         if self.max_jobs is not None:
             free = min(free, self.max_jobs - self.stats["claimed"])
         return free
@@ -259,7 +284,7 @@ class Worker:
         ctx = JobContext(
             job, self.reporter, job_log, queue=self.queue, store=self.store, quota=self.settings.artifact_quota_bytes
         )
-        running = Running(spec, ctx, time.monotonic() + spec.timeout_seconds)
+        running = Running(spec, ctx, deadline=float("inf"))  # its timeout runs from its handler's start
         self.running[job.id] = running
         running.task = asyncio.create_task(self._run_job(running))
 
@@ -268,7 +293,23 @@ class Worker:
         job = ctx.job
         began = time.monotonic()
         try:
-            outcome = await self._execute(running)
+            slot = self.slots[spec.name]
+            if not await self._take_slot(running, slot):
+                return
+            try:
+                if self.stopping:  # claimed ahead and never started: given back, attempt uncharged
+                    self._released.append((job.id, job.fence))
+                    return
+                running.started = True
+                self.in_handler[spec.name] += 1
+                started = time.monotonic()
+                running.deadline = started + spec.timeout_seconds
+                outcome = await self._execute(running)
+                self._paced(spec.name, time.monotonic() - started)
+            finally:
+                if running.started:
+                    self.in_handler[spec.name] -= 1
+                slot.release()
             if outcome is None:
                 return
             # The handler is done: its slot may take the next job while the outcome is
@@ -292,12 +333,54 @@ class Worker:
         except Exception as exc:  # a bug past the handler: never a silent, stuck job
             ctx.log.exception("recording the job's outcome failed; giving it back", error=_describe(exc))
             try:
-                await self.queue.release([(job.id, job.fence)])
+                await self.queue.release([(job.id, job.fence)], reason="recording the outcome failed")
             except Exception as again:
                 ctx.log.warning("could not give the job back; it returns when its lease expires", error=str(again))
         finally:
             self.running.pop(job.id, None)
             self._free_slot(running)
+
+    def give_back(self, held: list[tuple[uuid.UUID, int]]) -> None:
+        """Jobs (id, fence) this process holds but will not run: released as it stops."""
+        self._released.extend(held)
+
+    async def _take_slot(self, running: Running, slot: asyncio.Semaphore) -> bool:
+        """Wait for a handler slot. A job claimed ahead that has waited longer than
+        AHEAD_WAIT (the type's handlers turned out slower than their pace said) is given
+        back at once, attempt uncharged, so another process can run it; False then."""
+        if not slot.locked():
+            await slot.acquire()
+            return True
+        wait = max(AHEAD_WAIT_SECONDS, 20 * self.settings.claim_ahead_seconds)
+        # Not wait_for: its cancellation could lose a slot granted as the time ran out.
+        acquire = asyncio.ensure_future(slot.acquire())
+        try:
+            await asyncio.wait({acquire}, timeout=wait)
+        except asyncio.CancelledError:
+            if not acquire.cancel() and not acquire.exception():
+                slot.release()  # granted just as this task was cancelled
+            raise
+        if not acquire.done():
+            acquire.cancel()
+            await asyncio.wait({acquire})
+        if not acquire.cancelled():
+            return True  # granted, if only just
+        job, name = running.ctx.job, running.spec.name
+        self._paced(name, wait)  # no more claiming ahead until handlers finish faster again
+        try:
+            await self.queue.release([(job.id, job.fence)], reason="claimed ahead; no free slot in time")
+        except Exception as exc:
+            if not db.unavailable(exc):
+                raise
+            running.ctx.log.warning("could not give the job back; it returns when its lease expires", error=str(exc))
+        self.stats["released"] += 1
+        return False
+
+    def _paced(self, name: str, took: float) -> None:
+        """Record a handler's duration. The pace is a decaying maximum, so one slow job
+        stops claiming ahead at once and many fast ones are needed to start it again."""
+        pace = self.pace.get(name)
+        self.pace[name] = took if pace is None else max(took, 0.9 * pace)
 
     def _free_slot(self, running: Running) -> None:
         if running.slot_freed:

@@ -497,11 +497,14 @@ class Queue:
             return None
         return bool(row["recorded"])
 
-    async def release(self, items: Sequence[tuple[uuid.UUID, int]]) -> dict[uuid.UUID, str]:
-        """Give running jobs (id, fence) back without charging the attempt (shutdown)."""
+    async def release(
+        self, items: Sequence[tuple[uuid.UUID, int]], reason: str = "worker shutdown"
+    ) -> dict[uuid.UUID, str]:
+        """Give running jobs (id, fence) back without charging the attempt (shutdown, or a
+        job claimed ahead that never got a slot); `reason` goes in their `queued` event."""
         if not items:
             return {}
-        rows = await self.sql.fetch(self.pool, "release_jobs", [i[0] for i in items], [i[1] for i in items])
+        rows = await self.sql.fetch(self.pool, "release_jobs", [i[0] for i in items], [i[1] for i in items], reason)
         return {row["id"]: row["state"] for row in rows}
 
     async def report_progress(self, reports: Sequence[ProgressReport]) -> set[uuid.UUID]:

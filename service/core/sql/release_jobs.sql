@@ -1,8 +1,9 @@
 -- release_jobs: give running jobs back to the queue without charging the attempt
--- (a worker shutting down after its grace period). A job whose cancellation was
+-- (a worker shutting down after its grace period; a job claimed ahead that did not get a
+-- handler slot in time, workers/runtime/worker.py). A job whose cancellation was
 -- requested ends `cancelled` instead. Fenced by the claim's fence (which stays: the next
 -- claim takes a new one).
--- params: $1 ids uuid[], $2 fences bigint[]
+-- params: $1 ids uuid[], $2 fences bigint[], $3 reason text (in the `queued` event)
 WITH released AS (
     UPDATE pgcue.jobs j
     SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END,
@@ -19,7 +20,7 @@ WITH released AS (
 ), events AS (
     INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data)
     SELECT id, channel_id, owner_id, 'job:status',
-           jsonb_build_object('state', state, 'attempt', attempts, 'reason', 'worker shutdown')
+           jsonb_build_object('state', state, 'attempt', attempts, 'reason', $3::text)
     FROM released
 )
 SELECT r.id, r.state,
