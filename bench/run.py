@@ -8,6 +8,7 @@ Prints a table and writes bench/results/<time>.json.
     make bench BENCH_ARGS="--only soak --soak-jobs 50000 --no-peers"  # the soak runs only when asked
     make bench BENCH_ARGS="--only panel --no-peers"   # the Jobs panel's pages over 5,000,000 jobs (--panel-jobs)
     make bench BENCH_ARGS="--only equal --peer-jobs 20000 --repeat 3"  # pgcue and pgqueuer at equal settings
+    make bench BENCH_ARGS="--only history --no-peers"  # drains with 10,000,000 finished jobs kept, a day pruned
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import api_bench, equal, panel_bench, soak
+from bench import api_bench, equal, history, panel_bench, soak
 from bench import pgcue_bench as pb
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 WORKLOADS = ("enqueue", "drain", "drain2", "latency", "ceiling", "fairness", "http", "sse")  # --repeat runs each
 ONCE = ("equal",)  # runs by default, once: its own --repeat interleaved rounds
-OPTIONAL = ("soak", "panel")  # long: only with --soak / --soak-jobs, --panel / --panel-jobs, or --only
+OPTIONAL = ("soak", "panel", "history")  # long: only with --soak, --panel, --history (or their -jobs), or --only
 
 
 def _collect(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -52,7 +53,7 @@ async def run_pgcue(args: argparse.Namespace) -> dict[str, Any]:
         except Exception as exc:  # one broken workload must not lose every other figure
             print(f"  pgcue {name} failed: {exc!r}", file=sys.stderr, flush=True)
             out[name] = {"failed": repr(exc)}
-    for name, run in (("equal", _equal), ("panel", _panel), ("soak", _soak)):
+    for name, run in (("equal", _equal), ("panel", _panel), ("soak", _soak), ("history", _history)):
         if name in only:
             try:
                 out[name] = await run(args)
@@ -79,6 +80,12 @@ async def _soak(args: argparse.Namespace) -> dict[str, Any]:
     """Once, whatever --repeat says: it is the long run."""
     print(f"  pgcue soak: {args.soak_jobs:,} jobs …", file=sys.stderr, flush=True)
     return await soak.soak(args.dsn, args.soak_jobs, args.soak_processes)
+
+
+async def _history(args: argparse.Namespace) -> dict[str, Any]:
+    """Once: writing the kept history is the long part."""
+    print(f"  pgcue history: {args.history_jobs:,} finished jobs kept …", file=sys.stderr, flush=True)
+    return await history.history(args.dsn, args.history_jobs, min(args.jobs, 20_000))
 
 
 async def _workload(args: argparse.Namespace, name: str) -> dict[str, Any]:
@@ -173,6 +180,8 @@ def print_table(result: dict[str, Any]) -> None:
         _print_soak(p["soak"])
     if "panel" in p and "failed" not in p["panel"]:
         panel_bench.print_panel(p["panel"])
+    if "history" in p and "failed" not in p["history"]:
+        history.print_history(p["history"])
     if "equal" in p and "failed" not in p["equal"]:
         print("\n" + equal.table(p["equal"]))
     _print_peers(result)
@@ -327,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     web.add_argument("--panel-jobs", type=int, help="jobs in the table behind the panel (implies --panel)")
     web.add_argument("--panel-seconds", type=float, default=10.0, help="measured seconds per page")
     web.add_argument("--panel-clients", type=int, default=4, help="concurrent signed-in clients")
+    kept = ap.add_argument_group("kept history (not run unless asked)")
+    kept.add_argument(
+        "--history", action="store_true", help="also run the kept-history workload (10,000,000 finished jobs)"
+    )
+    kept.add_argument("--history-jobs", type=int, help="finished jobs kept (implies --history)")
     args = ap.parse_args(argv)
     unknown = set(args.only) - set(WORKLOADS + ONCE + OPTIONAL)
     if unknown:
@@ -337,13 +351,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.panel or args.panel_jobs:
         args.only = [*args.only, "panel"]
     args.panel_jobs = args.panel_jobs or 5_000_000
+    if args.history or args.history_jobs:
+        args.only = [*args.only, "history"]
+    args.history_jobs = args.history_jobs or 10_000_000
     started = time.time()
     result: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "jobs": args.jobs,
         "repeat": args.repeat,
-        "settings": {k: v for k, v in vars(args).items() if k.startswith(("http_", "sse_", "soak_", "panel_"))},
+        "settings": {
+            k: v for k, v in vars(args).items() if k.startswith(("http_", "sse_", "soak_", "panel_", "history_"))
+        },
         "pgcue": asyncio.run(run_pgcue(args)),
     }
     if not args.no_peers:

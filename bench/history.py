@@ -1,0 +1,200 @@
+"""Kept history: does claim + complete get dearer when the table holds millions of
+finished jobs (retention keeps them until cleared), and what does pruning a day of them
+cost? Run only when asked (`--history`, 10,000,000 finished jobs unless --history-jobs).
+
+Two scratch databases, measured the same way, in interleaved rounds:
+- `empty`: a drain of `jobs` no-op jobs (one worker process, 50 at once, pgcue's defaults)
+  into empty tables;
+- `kept`: the same drain after `kept` jobs of a week's history were written with their
+  events (bench/panel_fill.sql: the panel workload's studio-shaped rows; two events per
+  job, as an enqueue and an outcome leave) and vacuumed.
+
+Each drain reports jobs/s and, over the same interval, PostgreSQL CPU, worker CPU and WAL
+per job (bench/peers/_peercommon.Cost). Then, in the kept database, the maintenance
+leader's own prune (Queue.upkeep.prune, the batches it runs every PGCUE_PRUNE_INTERVAL)
+deletes the oldest day: total seconds, the longest batch (each batch is one transaction,
+so the longest time any row stays locked), WAL written, and dead rows left for autovacuum.
+Table and index sizes before and after.
+
+    make bench BENCH_ARGS="--only history --no-peers"                        # 10,000,000 kept
+    make bench BENCH_ARGS="--only history --history-jobs 1000000 --no-peers"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench import pgcue_bench as pb
+from bench.peers import _peercommon as pc
+from bench.soak import SIZES, TABLES
+from pgcue.core import db
+from pgcue.core.queue import Queue
+
+HERE = Path(__file__).resolve().parent
+TYPE = "bench-plain"  # pgcue's defaults: it sets nothing of its own
+FIGURES = ("drain_per_s", "pg_cpu_us_per_job", "worker_cpu_us_per_job", "wal_bytes_per_job")
+PRUNE_BATCH = 5000  # Queue.upkeep.prune's
+# The drains' worker leads maintenance too: its pruner must leave the kept week alone.
+KEEP_ALL = {"PGCUE_RETENTION_SECONDS": str(30 * 86400)}
+HISTORY_TYPES = ["tts", "render", "generate", "resource-download"]  # the fill's rows; never claimed here
+
+EVENTS_FILL = """
+INSERT INTO pgcue.job_events (job_id, channel_id, owner_id, kind, data, created_at)
+SELECT j.id, j.channel_id, j.owner_id, 'job:status', e.data, e.at
+FROM pgcue.jobs j
+CROSS JOIN LATERAL (VALUES
+    (jsonb_build_object('state', 'queued', 'attempt', 0, 'maxAttempts', j.max_attempts), j.created_at),
+    (jsonb_build_object('state', j.state, 'attempt', j.attempts), coalesce(j.completed_at, j.updated_at))
+) AS e(data, at)
+ORDER BY j.id
+"""
+
+
+async def _sizes(conn: asyncpg.Connection) -> dict[str, Any]:
+    await conn.execute("ANALYZE pgcue.jobs, pgcue.job_events")
+    rows = await conn.fetch(SIZES, list(TABLES))
+    return {
+        r["table"]: {
+            "total_bytes": r["total_bytes"],
+            "heap_bytes": r["heap_bytes"],
+            "index_bytes": r["index_bytes"],
+            "dead_rows": r["dead_rows"] or 0,
+        }
+        for r in rows
+    }
+
+
+async def _drain(settings: Any, jobs: int) -> dict[str, Any]:
+    workers = pb.Workers(settings, TYPE, 1, 50, KEEP_ALL)
+    try:
+        await asyncio.to_thread(workers.wait_started)
+        conn = await db.connect(settings)
+        try:
+            ids = await Queue(conn).enqueue_many(pb._noop_jobs(jobs, TYPE))
+            committed = await conn.fetchval("SELECT clock_timestamp()")
+            cost = pc.Cost(
+                workers.procs[0].pid,
+                lambda: conn.fetchval("SELECT pg_current_wal_lsn()::text"),
+                await conn.fetchval("SELECT pg_backend_pid()"),
+            )
+            await cost.start()
+            # Done when none of the type is queued or running (both are index probes:
+            # counting completions would scan the kept history on every poll).
+            deadline = time.monotonic() + max(120, jobs / 200)
+            while await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pgcue.jobs WHERE type = $1 AND state IN ('queued', 'running'))", TYPE
+            ):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the drain of {jobs} jobs did not finish")
+                await asyncio.sleep(0.05)
+            spent = await cost.stop(jobs)
+            done, last = await conn.fetchrow(
+                "SELECT count(*), max(completed_at) FROM pgcue.jobs WHERE id = ANY($1) AND state = 'completed'", ids
+            )
+        finally:
+            await conn.close()
+    finally:
+        workers.stop()
+    if done != jobs:
+        raise RuntimeError(f"{done} of {jobs} jobs completed")
+    return {"drain_per_s": jobs / max((last - committed).total_seconds(), 1e-6), **spent}
+
+
+async def _prune_a_day(settings: Any) -> dict[str, Any]:
+    """The leader's prune with a retention of six days over a week of history: the oldest
+    day goes, batch by batch, as the maintenance leader would delete it."""
+    pool = await db.create_pool(settings, min_size=1, max_size=2)
+    try:
+        queue = Queue(pool)
+        lsn0 = await pool.fetchval("SELECT pg_current_wal_lsn()::text")
+        began, longest, deleted, batches = time.monotonic(), 0.0, 0, 0
+        while True:  # Queue.upkeep.prune's loop, one batch (one transaction) timed at a time
+            t0 = time.monotonic()
+            row = await queue.sql.fetchrow(pool, "prune_jobs", 6 * 86400.0, PRUNE_BATCH)
+            longest = max(longest, time.monotonic() - t0)
+            n = int(row["deleted"]) if row else 0
+            deleted += n
+            batches += 1
+            if n < PRUNE_BATCH:
+                break
+        seconds = time.monotonic() - began
+        wal = await pool.fetchval("SELECT pg_current_wal_lsn() - $1::text::pg_lsn", lsn0)
+    finally:
+        await pool.close()
+    return {
+        "deleted": deleted,
+        "calls": batches,
+        "seconds": round(seconds, 2),
+        "per_s": deleted / seconds if seconds else None,
+        "longest_call_s": round(longest, 3),
+        "wal_bytes_per_job": float(wal) / deleted if deleted else None,
+    }
+
+
+async def history(base_dsn: str, kept: int = 10_000_000, jobs: int = 20_000, rounds: int = 3) -> dict[str, Any]:
+    """`rounds` drains into each database, interleaved (empty, kept, empty, kept, …) so the
+    machine's drift spreads over both; medians."""
+    out: dict[str, Any] = {"kept": kept, "jobs": jobs, "type": TYPE, "rounds": rounds}
+    async with pb.scratch_database(base_dsn) as empty, pb.scratch_database(base_dsn) as full:
+        conn = await db.connect(full)
+        try:
+            print(f"  history: writing {kept:,} finished jobs and their events …", flush=True)
+            began = time.monotonic()
+            fill = (HERE / "panel_fill.sql").read_text()
+            await conn.execute(fill, kept, "bench-history", HISTORY_TYPES, timeout=7200)
+            await conn.execute(EVENTS_FILL, timeout=7200)
+            await conn.execute("VACUUM (ANALYZE) pgcue.jobs, pgcue.job_events", timeout=7200)
+            out["fill_seconds"] = round(time.monotonic() - began, 1)
+            out["sizes_before"] = await _sizes(conn)
+        finally:
+            await conn.close()
+        runs: dict[str, list[dict[str, Any]]] = {"empty": [], "kept_drain": []}
+        for r in range(rounds):
+            print(f"  history: round {r + 1}/{rounds}: a drain into empty tables, then with the history …", flush=True)
+            runs["empty"].append(await _drain(empty, jobs))
+            runs["kept_drain"].append(await _drain(full, jobs))
+        for name, got in runs.items():
+            out[name] = {f: statistics.median(x[f] for x in got) for f in FIGURES}
+            out[name]["raw"] = got
+        print("  history: pruning the oldest day …", flush=True)
+        out["prune"] = await _prune_a_day(full)
+        conn = await db.connect(full)
+        try:
+            out["sizes_after"] = await _sizes(conn)
+        finally:
+            await conn.close()
+    e, k = out["empty"], out["kept_drain"]
+    out["kept_to_empty"] = {f: (k[f] / e[f] if e.get(f) else None) for f in FIGURES}
+    return out
+
+
+def print_history(h: dict[str, Any]) -> None:
+    print(
+        f"\n  history kept: {h['kept']:,} finished jobs (written in {h['fill_seconds']:,.0f} s), then a drain of "
+        f"{h['jobs']:,} no-op jobs at pgcue's defaults, against the same drain into empty tables "
+        f"(medians of {h['rounds']} interleaved rounds)"
+    )
+    print(f"    {'figure':<26}{'empty':>12}{'kept':>12}{'kept / empty':>14}")
+    for f in FIGURES:
+        e, k, r = h["empty"].get(f), h["kept_drain"].get(f), h["kept_to_empty"].get(f)
+        if e is not None and k is not None:
+            print(f"    {f:<26}{e:>12,.1f}{k:>12,.1f}{(r or 0):>13.2f}×")
+    p = h["prune"]
+    print(
+        f"    prune of the oldest day: {p['deleted']:,} jobs in {p['seconds']:,.1f} s ({p['calls']} calls, the "
+        f"longest {p['longest_call_s']:.3f} s), {p['wal_bytes_per_job'] or 0:,.0f} WAL bytes per job"
+    )
+    print(f"    {'':<22}{'total MB':>10}{'heap MB':>10}{'index MB':>10}{'dead (est.)':>12}")
+    for when in ("sizes_before", "sizes_after"):
+        for table, z in h[when].items():
+            label = f"{table} {when.split('_')[1]}"
+            print(
+                f"    {label:<22}{z['total_bytes'] / 2**20:>10.1f}{z['heap_bytes'] / 2**20:>10.1f}"
+                f"{z['index_bytes'] / 2**20:>10.1f}{z['dead_rows']:>12,}"
+            )
