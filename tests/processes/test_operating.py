@@ -202,10 +202,16 @@ async def test_a_make_run_stack_holds_the_connections_it_needs(
             if total <= 2 * runnable + 6 or time.monotonic() > deadline:
                 break
             await asyncio.sleep(1.0)
+        # Settled: ideally one pooled connection per process. But an idle worker's claim
+        # (every PGCUE_POLL_INTERVAL) overlaps its listener probe, heartbeat or leader-lock
+        # attempt often enough that a second or third connection may never idle out for
+        # db.IDLE_SECONDS, more so on a loaded machine; so what must hold is the pool's bound
+        # (docs/deploy.md: a one-type worker's pool is 1 to 4) and one listener each.
+        settled = by_name.get("pgcue-worker", 0) <= 4 * runnable and total <= 5 * runnable + 6
         print(f"pgcue dev holds {total} connections: {by_name}")
         assert by_name.get("pgcue-maintenance", 0) == 0  # no dedicated maintenance connections any more
         assert by_name["pgcue-worker-listen"] == runnable and by_name["pgcue-api-listen"] == 1
-        assert total <= 2 * runnable + 6, by_name  # a pooled connection and a listener per process, and a few
+        assert settled, by_name
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
