@@ -38,7 +38,14 @@ from pgcue.core.queue import Queue
 
 HERE = Path(__file__).resolve().parent
 TYPE = "bench-plain"  # pgcue's defaults: it sets nothing of its own
-FIGURES = ("drain_per_s", "pg_cpu_us_per_job", "worker_cpu_us_per_job", "wal_bytes_per_job")
+FIGURES = (
+    "drain_per_s",
+    "pg_cpu_us_per_job",
+    "worker_cpu_us_per_job",
+    "wal_bytes_per_job",
+    "wal_fpi_per_job",
+    "heap_pages_per_1000_jobs",
+)
 PRUNE_BATCH = 5000  # Queue.upkeep.prune's
 # The drains' worker leads maintenance too: its pruner must leave the kept week alone.
 KEEP_ALL = {"PGCUE_RETENTION_SECONDS": str(30 * 86400)}
@@ -76,6 +83,9 @@ async def _drain(settings: Any, jobs: int) -> dict[str, Any]:
         await asyncio.to_thread(workers.wait_started)
         conn = await db.connect(settings)
         try:
+            # Both databases start right after a checkpoint, so each drain pays for the pages
+            # it touches, not for whatever checkpoint debt the fill left behind.
+            await conn.execute("CHECKPOINT", timeout=600)
             ids = await Queue(conn).enqueue_many(pb._noop_jobs(jobs, TYPE))
             committed = await conn.fetchval("SELECT clock_timestamp()")
             cost = pc.Cost(
@@ -83,6 +93,7 @@ async def _drain(settings: Any, jobs: int) -> dict[str, Any]:
                 lambda: conn.fetchval("SELECT pg_current_wal_lsn()::text"),
                 await conn.fetchval("SELECT pg_backend_pid()"),
             )
+            fpi0 = await conn.fetchval("SELECT wal_fpi FROM pg_stat_wal")
             await cost.start()
             # Done when none of the type is queued or running (both are index probes:
             # counting completions would scan the kept history on every poll).
@@ -94,9 +105,18 @@ async def _drain(settings: Any, jobs: int) -> dict[str, Any]:
                     raise TimeoutError(f"the drain of {jobs} jobs did not finish")
                 await asyncio.sleep(0.05)
             spent = await cost.stop(jobs)
+            # Full-page images: the first change of a page after a checkpoint logs the whole
+            # 8 kB page, so a drain that touches more distinct pages writes more WAL.
+            spent["wal_fpi_per_job"] = (await conn.fetchval("SELECT wal_fpi FROM pg_stat_wal") - fpi0) / jobs
             done, last = await conn.fetchrow(
                 "SELECT count(*), max(completed_at) FROM pgcue.jobs WHERE id = ANY($1) AND state = 'completed'", ids
             )
+            # Where their final versions live: into empty tables they fill pages at the
+            # end; with history kept, the free space map may scatter them over old pages.
+            pages = await conn.fetchval(
+                "SELECT count(DISTINCT (ctid::text::point)[0]) FROM pgcue.jobs WHERE id = ANY($1)", ids
+            )
+            spent["heap_pages_per_1000_jobs"] = 1000 * pages / jobs
         finally:
             await conn.close()
     finally:
@@ -184,7 +204,8 @@ def print_history(h: dict[str, Any]) -> None:
     for f in FIGURES:
         e, k, r = h["empty"].get(f), h["kept_drain"].get(f), h["kept_to_empty"].get(f)
         if e is not None and k is not None:
-            print(f"    {f:<26}{e:>12,.1f}{k:>12,.1f}{(r or 0):>13.2f}×")
+            digits = 3 if f == "wal_fpi_per_job" else 1
+            print(f"    {f:<26}{e:>12,.{digits}f}{k:>12,.{digits}f}{(r or 0):>13.2f}×")
     p = h["prune"]
     print(
         f"    prune of the oldest day: {p['deleted']:,} jobs in {p['seconds']:,.1f} s ({p['calls']} calls, the "

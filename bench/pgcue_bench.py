@@ -197,6 +197,78 @@ async def pickup_latency(base_dsn: str, jobs: int = 500, gap: float = 0.01) -> d
     return {"jobs": jobs, "p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95), "p99_ms": _pct(lat, 99)}
 
 
+async def pickup_latency_under_load(
+    base_dsn: str, jobs: int = 500, gap: float = 0.02, drain_jobs: int = 400_000
+) -> dict[str, Any]:
+    """While one worker process drains `drain_jobs` no-op jobs of one type at full speed,
+    jobs of another type (its own worker process, listening) are enqueued one at a time
+    `gap` apart: commit → handler start. `drained_meanwhile` says whether the drain was
+    still going when the last of them started (else the figure is partly at idle)."""
+    async with scratch_database(base_dsn) as settings:
+        busy = Workers(settings, "bench-noop", 1)
+        quick = Workers(settings, "bench-latency", 1)
+        try:
+            await asyncio.to_thread(busy.wait_started)
+            await asyncio.to_thread(quick.wait_started)
+            conn = await db.connect(settings)
+            queue = Queue(conn)
+            committed: dict[uuid.UUID, float] = {}
+            try:
+                await queue.enqueue_many(_noop_jobs(1, "bench-latency"))  # warm the statement cache
+                await _wait_all_finished(conn, 1, 30)
+                await conn.execute("DELETE FROM pgcue.jobs")
+                # The backlog goes in by chunks from a second connection while the quick
+                # jobs go in, so the drain is at full speed for the whole measurement.
+                feeder = await db.connect(settings)
+                chunk = 50_000
+                first = asyncio.Event()
+
+                async def feed() -> None:
+                    for start in range(0, drain_jobs, chunk):
+                        await Queue(feeder).enqueue_many(_noop_jobs(min(chunk, drain_jobs - start), "bench-noop"))
+                        first.set()
+
+                feeding = asyncio.create_task(feed())
+                await asyncio.wait_for(first.wait(), 120)
+                for _ in range(jobs):
+                    (job_id,) = await queue.enqueue_many(_noop_jobs(1, "bench-latency"))
+                    committed[job_id] = time.time()
+                    await asyncio.sleep(gap)
+                await feeding
+                await feeder.close()
+                deadline = time.monotonic() + 60 + drain_jobs / 500
+                while (
+                    await conn.fetchval(  # the quick jobs, not the backlog's, must all be done
+                        "SELECT count(*) FROM pgcue.jobs WHERE id = ANY($1) AND state = 'completed'", list(committed)
+                    )
+                    < jobs
+                ):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the quick jobs did not all complete")
+                    await asyncio.sleep(0.05)
+                rows = await conn.fetch("SELECT id, result FROM pgcue.jobs WHERE type = 'bench-latency'")
+                # Still draining when the last quick job started?
+                last_start = max(r["result"]["t"] for r in rows)
+                drain_end = await conn.fetchval(
+                    "SELECT extract(epoch FROM max(completed_at)) FROM pgcue.jobs WHERE type = 'bench-noop'"
+                )
+            finally:
+                await conn.close()
+        finally:
+            busy.stop()
+            quick.stop()
+    lat = sorted((r["result"]["t"] - committed[r["id"]]) * 1000 for r in rows)
+    return {
+        "jobs": jobs,
+        "gap_ms": gap * 1000,
+        "drain_jobs": drain_jobs,
+        "drained_meanwhile": float(drain_end) >= last_start,
+        "p50_ms": _pct(lat, 50),
+        "p95_ms": _pct(lat, 95),
+        "p99_ms": _pct(lat, 99),
+    }
+
+
 async def enqueue(
     base_dsn: str, bulk_sizes: tuple[int, ...] = (10_000, 100_000), singles: int = 2000
 ) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from bench import pgcue_bench as pb
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-WORKLOADS = ("enqueue", "drain", "drain2", "latency", "ceiling", "fairness", "http", "sse")  # --repeat runs each
+# --repeat runs each of these
+WORKLOADS = ("enqueue", "drain", "drain2", "latency", "latency_load", "ceiling", "fairness", "http", "sse")
 ONCE = ("equal",)  # runs by default, once: its own --repeat interleaved rounds
 OPTIONAL = ("soak", "panel", "history")  # long: only with --soak, --panel, --history (or their -jobs), or --only
 
@@ -100,6 +101,8 @@ async def _workload(args: argparse.Namespace, name: str) -> dict[str, Any]:
             runs.append(await pb.drain(args.dsn, args.jobs, 2))
         elif name == "latency":
             runs.append(await pb.pickup_latency(args.dsn, args.latency_jobs))
+        elif name == "latency_load":
+            runs.append(await pb.pickup_latency_under_load(args.dsn, args.latency_jobs))
         elif name == "ceiling":
             runs.append(await pb.ceiling(args.dsn, args.jobs))
         elif name == "fairness":
@@ -161,6 +164,8 @@ def print_table(result: dict[str, Any]) -> None:
         ("pickup latency p50, ms", p.get("latency", {}).get("p50_ms")),
         ("pickup latency p95, ms", p.get("latency", {}).get("p95_ms")),
         ("pickup latency p99, ms", p.get("latency", {}).get("p99_ms")),
+        ("pickup under load (another type draining) p50, ms", p.get("latency_load", {}).get("p50_ms")),
+        ("pickup under load (another type draining) p99, ms", p.get("latency_load", {}).get("p99_ms")),
         ("ceiling: PL/pgSQL drain, jobs/s", p.get("ceiling", {}).get("drain_per_s")),
         ("ceiling: plain INSERT, jobs/s", p.get("ceiling", {}).get("insert_per_s")),
         ("claim+complete, fair (16 channels), jobs/s", p.get("fairness", {}).get("fair_per_s")),
@@ -171,6 +176,9 @@ def print_table(result: dict[str, Any]) -> None:
     for label, summary in rows:
         if summary:
             print(f"  {label:<48} {_fmt(summary)}")
+    load_runs = p.get("latency_load", {}).get("raw") or []
+    if load_runs and not all(r["drained_meanwhile"] for r in load_runs):
+        print(f"  {'(under load: the drain ended before the last pickup in some runs)':<48}")
     drain = p.get("drain", {}).get("drain_per_s")
     ceil = p.get("ceiling", {}).get("drain_per_s")
     if drain and ceil:

@@ -121,7 +121,7 @@ class Worker:
         # Handlers at once: a job claimed ahead (see ahead()) waits here for a slot.
         self.slots = {name: asyncio.Semaphore(limit) for name, limit in self.limits.items()}
         self.in_handler = dict.fromkeys(self.specs, 0)  # handlers running (each holds a slot)
-        self.pace: dict[str, float] = {}  # a handler's recent duration per type, seconds (moving average)
+        self.pace: dict[str, float] = {}  # per type, handlers' recent duration, seconds (decaying max)
         self.limited: dict[str, bool] = {}  # types claimed under a fleet-wide lock
         self.producers = {name: Producer(self, spec) for name, spec in self.specs.items()}
         self.store = LocalArtifacts(settings.artifacts_dir)
@@ -139,7 +139,7 @@ class Worker:
     def ahead(self, name: str) -> int:
         """Jobs of type `name` to claim beyond the free slots: as many as start within
         claim_ahead_seconds at the pace this type's handlers finish, at most a claim batch.
-        None before a handler has finished, and none for a type claimed under a fleet-wide
+        0 before a handler has finished, and none for a type claimed under a fleet-wide
         limit, whose budget counts every held job as running. So long jobs are claimed one
         free slot at a time, as before, and a worker never holds more work than it starts
         within the horizon while other processes could run it."""
@@ -300,6 +300,8 @@ class Worker:
                 if self.stopping:  # claimed ahead and never started: given back, attempt uncharged
                     self._released.append((job.id, job.fence))
                     return
+                if ctx.lost:  # rescued while it waited: another worker holds it now
+                    return
                 running.started = True
                 self.in_handler[spec.name] += 1
                 started = time.monotonic()
@@ -346,7 +348,7 @@ class Worker:
 
     async def _take_slot(self, running: Running, slot: asyncio.Semaphore) -> bool:
         """Wait for a handler slot. A job claimed ahead that has waited longer than
-        AHEAD_WAIT (the type's handlers turned out slower than their pace said) is given
+        AHEAD_WAIT_SECONDS (the type's handlers turned out slower than their pace said) is given
         back at once, attempt uncharged, so another process can run it; False then."""
         if not slot.locked():
             await slot.acquire()
