@@ -26,9 +26,6 @@ import statistics
 from typing import Any
 
 from bench import pgcue_bench as pb
-from bench.peers import _peercommon as pc
-from pgcue.core import db
-from pgcue.core.queue import Queue
 
 DROP_EVENTS = [
     "CREATE FUNCTION pgcue.bench_drop_event() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$",
@@ -56,35 +53,8 @@ FIGURES = ("drain_per_s", "pg_cpu_us_per_job", "worker_cpu_us_per_job", "wal_byt
 
 async def drain(dsn: str, jobs: int, variant: str, setting: str) -> dict[str, Any]:
     concurrency, batch = SETTINGS[setting]
-    async with pb.scratch_database(dsn) as settings:
-        conn = await db.connect(settings)
-        try:
-            for statement in VARIANTS[variant]:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
-        env = {"PGCUE_CLAIM_BATCH": str(batch)} if batch else {}
-        workers = pb.Workers(settings, "bench-plain", 1, concurrency, env)
-        try:
-            await asyncio.to_thread(workers.wait_started)
-            conn = await db.connect(settings)
-            try:
-                await Queue(conn).enqueue_many(pb._noop_jobs(jobs, "bench-plain"))
-                committed = await conn.fetchval("SELECT clock_timestamp()")
-                cost = pc.Cost(
-                    workers.procs[0].pid,
-                    lambda: conn.fetchval("SELECT pg_current_wal_lsn()::text"),
-                    await conn.fetchval("SELECT pg_backend_pid()"),
-                )
-                await cost.start()
-                await pb._wait_all_finished(conn, jobs, 300)
-                spent = await cost.stop(jobs)
-                last = await conn.fetchval("SELECT max(completed_at) FROM pgcue.jobs")
-            finally:
-                await conn.close()
-        finally:
-            workers.stop()
-    return {"drain_per_s": jobs / max((last - committed).total_seconds(), 1e-6), **spent}
+    env = {"PGCUE_CLAIM_BATCH": str(batch)} if batch else {}
+    return await pb.drain(dsn, jobs, 1, concurrency, job_type="bench-plain", env=env, prepare=VARIANTS[variant])
 
 
 async def run(dsn: str, jobs: int, rounds: int, variants: list[str], setting: str) -> dict[str, dict[str, float]]:

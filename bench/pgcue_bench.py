@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -135,12 +135,21 @@ async def drain(
     *,
     job_type: str = "bench-noop",
     env: dict[str, str] | None = None,
+    prepare: Sequence[str] = (),
 ) -> dict[str, Any]:
     """N no-op jobs enqueued in one call, drained by `processes` worker processes; the
     clock runs from the enqueue's commit to the last completion. With one process, what
     the drain cost (CPU of PostgreSQL and of the worker, WAL; bench/peers/_peercommon.Cost)
-    over the same interval."""
+    over the same interval. `prepare`: statements run in the scratch database first
+    (bench/ablation.py)."""
     async with scratch_database(base_dsn) as settings:
+        if prepare:
+            conn = await db.connect(settings)
+            try:
+                for statement in prepare:
+                    await conn.execute(statement)
+            finally:
+                await conn.close()
         workers = Workers(settings, job_type, processes, concurrency, env)
         try:
             await asyncio.to_thread(workers.wait_started)
@@ -170,6 +179,23 @@ async def drain(
     return out
 
 
+async def _warm(queue: Queue, conn: asyncpg.Connection) -> None:
+    """One quick job through, so the statement caches are warm; then an empty table."""
+    await queue.enqueue_many(_noop_jobs(1, "bench-latency"))
+    await _wait_all_finished(conn, 1, 30)
+    await conn.execute("DELETE FROM pgcue.jobs")
+
+
+async def _spaced(queue: Queue, jobs: int, gap: float) -> dict[uuid.UUID, float]:
+    """`jobs` quick jobs enqueued one at a time `gap` apart: each one's commit time."""
+    committed: dict[uuid.UUID, float] = {}
+    for _ in range(jobs):
+        (job_id,) = await queue.enqueue_many(_noop_jobs(1, "bench-latency"))
+        committed[job_id] = time.time()
+        await asyncio.sleep(gap)
+    return committed
+
+
 async def pickup_latency(base_dsn: str, jobs: int = 500, gap: float = 0.01) -> dict[str, Any]:
     """Idle, listening workers; jobs enqueued one at a time `gap` apart; commit → handler start."""
     async with scratch_database(base_dsn) as settings:
@@ -178,15 +204,9 @@ async def pickup_latency(base_dsn: str, jobs: int = 500, gap: float = 0.01) -> d
             await asyncio.to_thread(workers.wait_started)
             conn = await db.connect(settings)
             queue = Queue(conn)
-            committed: dict[uuid.UUID, float] = {}
             try:
-                await queue.enqueue_many(_noop_jobs(1, "bench-latency"))  # warm the statement cache
-                await _wait_all_finished(conn, 1, 30)
-                await conn.execute("DELETE FROM pgcue.jobs")
-                for _ in range(jobs):
-                    (job_id,) = await queue.enqueue_many(_noop_jobs(1, "bench-latency"))
-                    committed[job_id] = time.time()
-                    await asyncio.sleep(gap)
+                await _warm(queue, conn)
+                committed = await _spaced(queue, jobs, gap)
                 await _wait_all_finished(conn, jobs, 60)
                 rows = await conn.fetch("SELECT id, result FROM pgcue.jobs")
             finally:
@@ -212,11 +232,8 @@ async def pickup_latency_under_load(
             await asyncio.to_thread(quick.wait_started)
             conn = await db.connect(settings)
             queue = Queue(conn)
-            committed: dict[uuid.UUID, float] = {}
             try:
-                await queue.enqueue_many(_noop_jobs(1, "bench-latency"))  # warm the statement cache
-                await _wait_all_finished(conn, 1, 30)
-                await conn.execute("DELETE FROM pgcue.jobs")
+                await _warm(queue, conn)
                 # The backlog goes in by chunks from a second connection while the quick
                 # jobs go in, so the drain is at full speed for the whole measurement.
                 feeder = await db.connect(settings)
@@ -230,10 +247,7 @@ async def pickup_latency_under_load(
 
                 feeding = asyncio.create_task(feed())
                 await asyncio.wait_for(first.wait(), 120)
-                for _ in range(jobs):
-                    (job_id,) = await queue.enqueue_many(_noop_jobs(1, "bench-latency"))
-                    committed[job_id] = time.time()
-                    await asyncio.sleep(gap)
+                committed = await _spaced(queue, jobs, gap)
                 await feeding
                 await feeder.close()
                 deadline = time.monotonic() + 60 + drain_jobs / 500
