@@ -113,6 +113,16 @@ class ApiServer:
         assert self.proc is not None
         return _cpu_seconds(self.proc.pid)
 
+    def memory_mb(self) -> dict[str, float]:
+        """Resident set now and its peak (VmRSS, VmHWM from /proc), in MB."""
+        assert self.proc is not None
+        got = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                got[key] = int(value.split()[0]) / 1024
+        return {"rss_mb": got["VmRSS"], "peak_rss_mb": got["VmHWM"]}
+
     def tail(self, lines: int = 5) -> str:
         self.log.seek(0)
         return " | ".join(self.log.read().decode(errors="replace").strip().splitlines()[-lines:])
@@ -427,6 +437,7 @@ async def sse_fanout(
                 "connecting the subscribers", asyncio.gather(*(subscribe() for _ in range(subscribers))), 120
             )
             connect_s = time.perf_counter() - t_connect
+            memory_connected = server.memory_mb()
             conn = await db.connect(settings)
             queue = Queue(conn)
 
@@ -470,6 +481,7 @@ async def sse_fanout(
                 await asyncio.sleep(0.05)
             wall = time.perf_counter() - t0
             cpu1, own1 = server.cpu_seconds(), _own_cpu_seconds()
+            memory_end = server.memory_mb()
             stop.set()
             await _bounded("the lag probe", probe, 5)
             rows = await conn.fetch(
@@ -509,6 +521,7 @@ async def sse_fanout(
     return {
         "subscribers": subscribers,
         "jobs": jobs,
+        "gap_s": gap,
         "status_events": len(rows),
         "deliveries": len(per_delivery),
         "missing_deliveries": missing,
@@ -521,6 +534,9 @@ async def sse_fanout(
         "delivery_p50_ms": _pct(per_delivery, 50),
         "delivery_p99_ms": _pct(per_delivery, 99),
         "server_cpu_pct": 100 * (cpu1 - cpu0) / wall,
+        # The API process's memory with every subscriber connected, and its peak by the end.
+        "server_rss_connected_mb": memory_connected["rss_mb"],
+        "server_peak_rss_mb": memory_end["peak_rss_mb"],
         "client_cpu_pct": 100 * (own1 - own0) / wall,
         "client_loop_lag_p99_ms": _pct(lags, 99),
         "client_loop_lag_max_ms": lags[-1] if lags else float("nan"),

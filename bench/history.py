@@ -77,8 +77,35 @@ async def _sizes(conn: asyncpg.Connection) -> dict[str, Any]:
     }
 
 
+# Which relations' pages the drain's WAL logged whole: pg_walinspect reads the records
+# between two LSNs; each block reference marked FPW is one full-page image of that page.
+# The relation is named from the reference's relfilenode (rel <tablespace>/<db>/<node>).
+FPI_BY_RELATION = """
+SELECT coalesce(pg_filenode_relation(CASE WHEN b.spc = 1663 THEN 0 ELSE b.spc END, b.node)::text,
+                'relfilenode ' || b.node) AS relation,
+       b.fork, count(*) AS images, count(DISTINCT b.blk) AS pages
+FROM pg_get_wal_records_info($1::text::pg_lsn, $2::text::pg_lsn) r,
+     LATERAL (SELECT m[1]::oid AS spc, m[2]::oid AS node, m[3] AS fork, m[4]::bigint AS blk
+              FROM regexp_matches(r.block_ref,
+                   'rel (\\d+)/\\d+/(\\d+) fork (\\w+) blk (\\d+) \\(FPW\\)', 'g') AS m) b
+WHERE r.fpi_length > 0
+GROUP BY 1, 2
+ORDER BY 3 DESC
+LIMIT 8
+"""
+
+
+async def _fpi_by_relation(conn: asyncpg.Connection, lsn0: str, lsn1: str, jobs: int) -> list[dict[str, Any]]:
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+    rows = await conn.fetch(FPI_BY_RELATION, lsn0, lsn1, timeout=600)
+    return [
+        {"relation": r["relation"], "fork": r["fork"], "per_job": r["images"] / jobs, "pages": r["pages"]} for r in rows
+    ]
+
+
 async def _drain(settings: Any, jobs: int) -> dict[str, Any]:
     workers = pb.Workers(settings, TYPE, 1, 50, KEEP_ALL)
+    slot = None
     try:
         await asyncio.to_thread(workers.wait_started)
         conn = await db.connect(settings)
@@ -94,6 +121,10 @@ async def _drain(settings: Any, jobs: int) -> dict[str, Any]:
                 await conn.fetchval("SELECT pg_backend_pid()"),
             )
             fpi0 = await conn.fetchval("SELECT wal_fpi FROM pg_stat_wal")
+            # A slot holds the drain's WAL until it has been read: a checkpoint during the
+            # drain would otherwise recycle the segments pg_walinspect reads afterwards.
+            slot = f"pgcue_bench_{await conn.fetchval('SELECT pg_backend_pid()')}"
+            lsn0 = await conn.fetchval("SELECT lsn::text FROM pg_create_physical_replication_slot($1, true)", slot)
             await cost.start()
             # Done when none of the type is queued or running (both are index probes:
             # counting completions would scan the kept history on every poll).
@@ -105,6 +136,7 @@ async def _drain(settings: Any, jobs: int) -> dict[str, Any]:
                     raise TimeoutError(f"the drain of {jobs} jobs did not finish")
                 await asyncio.sleep(0.05)
             spent = await cost.stop(jobs)
+            lsn1 = await conn.fetchval("SELECT pg_current_wal_flush_lsn()::text")
             # Full-page images: the first change of a page after a checkpoint logs the whole
             # 8 kB page, so a drain that touches more distinct pages writes more WAL.
             spent["wal_fpi_per_job"] = (await conn.fetchval("SELECT wal_fpi FROM pg_stat_wal") - fpi0) / jobs
@@ -117,7 +149,12 @@ async def _drain(settings: Any, jobs: int) -> dict[str, Any]:
                 "SELECT count(DISTINCT (ctid::text::point)[0]) FROM pgcue.jobs WHERE id = ANY($1)", ids
             )
             spent["heap_pages_per_1000_jobs"] = 1000 * pages / jobs
+            spent["fpi_by_relation"] = await _fpi_by_relation(conn, lsn0, lsn1, jobs)
         finally:
+            if slot is not None:  # never left behind: a slot keeps WAL forever
+                await conn.execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", slot
+                )
             await conn.close()
     finally:
         workers.stop()
@@ -206,6 +243,10 @@ def print_history(h: dict[str, Any]) -> None:
         if e is not None and k is not None:
             digits = 3 if f == "wal_fpi_per_job" else 1
             print(f"    {f:<26}{e:>12,.{digits}f}{k:>12,.{digits}f}{(r or 0):>13.2f}×")
+    for name in ("empty", "kept_drain"):
+        fpi = h[name]["raw"][-1].get("fpi_by_relation") or []
+        shown = ", ".join(f"{x['relation']} ({x['fork']}) {x['per_job']:.3f} on {x['pages']:,} pages" for x in fpi[:5])
+        print(f"    full-page images per job by relation, {name}, last round: {shown or 'none'}")
     p = h["prune"]
     print(
         f"    prune of the oldest day: {p['deleted']:,} jobs in {p['seconds']:,.1f} s ({p['calls']} calls, the "

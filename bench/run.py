@@ -118,8 +118,8 @@ async def _workload(args: argparse.Namespace, name: str) -> dict[str, Any]:
                 )
             )
         elif name == "sse":
-            runs.append(await api_bench.sse_fanout(args.dsn, args.sse_subscribers, args.sse_jobs))
-    keys = tuple(k for k in runs[0] if k.endswith(("_per_s", "_ms", "_pct")))
+            runs.append(await api_bench.sse_fanout(args.dsn, args.sse_subscribers, args.sse_jobs, args.sse_gap))
+    keys = tuple(k for k in runs[0] if k.endswith(("_per_s", "_ms", "_pct", "_mb")))
     return _collect(runs, keys)
 
 
@@ -138,6 +138,8 @@ def run_peers(args: argparse.Namespace) -> dict[str, Any]:
     if setup.exists():
         subprocess.run(["bash", str(setup)], check=False, timeout=900)
     cmd = [sys.executable, str(script), "--dsn", args.dsn, "--repeat", str(args.repeat), "--jobs", str(args.peer_jobs)]
+    if args.peers:
+        cmd += ["--peers", args.peers]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     except subprocess.TimeoutExpired:
@@ -248,6 +250,8 @@ def _print_api(p: dict[str, Any]) -> None:
             ("latency p50, ms", "p50_ms"),
             ("latency p99, ms", "p99_ms"),
             ("API process CPU, % of a core", "server_cpu_pct"),
+            ("API process RSS, all connected, MB", "server_rss_connected_mb"),
+            ("API process peak RSS, MB", "server_peak_rss_mb"),
             ("client CPU, % of a core", "client_cpu_pct"),
         ):
             if key in http:
@@ -263,7 +267,8 @@ def _print_api(p: dict[str, Any]) -> None:
         r0 = raw[0]
         print(
             f"\n  SSE fan-out: {r0['subscribers']:,} subscribers on one channel stream, "
-            f"{r0['status_events']} status events ({r0['jobs']} echo jobs), one API process"
+            f"{r0['status_events']} status events ({r0['jobs']} echo jobs {r0.get('gap_s', 0.1) * 1000:.0f} ms apart), "
+            "one API process"
         )
         for label, key in (
             ("state change → received by all, p50 ms", "all_p50_ms"),
@@ -326,13 +331,15 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(WORKLOADS + ONCE + OPTIONAL)}",
     )
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--peers", help="comma-separated subset of the peers (default: every one set up)")
     api = ap.add_argument_group("API workloads (http, sse)")
     api.add_argument("--http-seconds", type=float, default=10.0, help="measured seconds of load per run")
     api.add_argument("--http-warmup", type=float, default=2.0, help="seconds of load before measuring")
     api.add_argument("--http-connections", type=int, default=64)
     api.add_argument("--http-client", choices=("auto", "wrk", "asyncio"), default="auto", help="auto: wrk if installed")
     api.add_argument("--sse-subscribers", type=int, default=1000)
-    api.add_argument("--sse-jobs", type=int, default=50, help="echo jobs enqueued 100 ms apart")
+    api.add_argument("--sse-jobs", type=int, default=50, help="echo jobs enqueued --sse-gap apart")
+    api.add_argument("--sse-gap", type=float, default=0.1, help="seconds between the echo jobs' enqueues")
     long = ap.add_argument_group("soak (not run unless asked)")
     long.add_argument("--soak", action="store_true", help="also run the soak (1,000,000 jobs unless --soak-jobs)")
     long.add_argument("--soak-jobs", type=int, help="jobs in the soak (implies --soak)")
