@@ -324,3 +324,30 @@ async def test_a_custom_schema_is_fully_separate(database: str) -> None:
         assert await pool.fetchval("SELECT count(*) FROM pgcue.jobs") == 0
     finally:
         await pool.close()
+
+
+async def test_a_keyless_bulk_call_stores_what_the_keyed_statement_stores(
+    queue: Queue, pool: asyncpg.Pool, watcher: Watcher
+) -> None:
+    # Without keys a bulk call takes the statement without ON CONFLICT (enqueue_jobs_keyless):
+    # the rows, their events and the wake-ups must be the keyed statement's.
+    later = datetime.now(UTC) + timedelta(hours=1)
+    plain = await queue.enqueue_many([job(owner_id="u1", priority=3, max_attempts=5), job("sleep", run_at=later)])
+    keyed = await queue.enqueue_many([job(owner_id="u1", priority=3, max_attempts=5, idempotency_key="k")])
+    await watcher.until("SELECT true")
+    await asyncio.sleep(0)
+    rows = {
+        r["id"]: r
+        for r in await pool.fetch("SELECT id, type, owner_id, priority, max_attempts, run_at, state FROM pgcue.jobs")
+    }
+    a, b = rows[plain[0]], rows[keyed[0]]
+    assert (a["owner_id"], a["priority"], a["max_attempts"], a["state"]) == ("u1", 3, 5, "queued")
+    assert (b["owner_id"], b["priority"], b["max_attempts"], b["state"]) == ("u1", 3, 5, "queued")
+    assert rows[plain[1]]["run_at"] == later
+    assert await events(pool, plain[0]) == await events(pool, keyed[0])
+    assert await events(pool, plain[1]) == [("job:status", {"state": "queued", "attempt": 0, "maxAttempts": 3})]
+    # The delayed `sleep` job wakes no one; each statement wakes `echo` once.
+    assert sorted(set(watcher.notifications)) == [("pgcue_events", ""), ("pgcue_wake", "echo")]
+    # A batch with one key goes the keyed way: the taken key answers with its job, the rest are new.
+    again = await queue.enqueue_many([job(owner_id="u1", idempotency_key="k"), job()])
+    assert again[0] == keyed[0] and again[1] not in rows
