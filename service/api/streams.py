@@ -112,18 +112,6 @@ def _frame(event: Event, cursor: Cursor) -> bytes:
     return b"id: %s\nevent: %s\ndata: %s\n\n" % (cursor.encode().encode(), event.kind.encode(), _encode(body))
 
 
-# The labelled children of SSE_EVENTS_SENT, looked up once per kind: .labels() takes a lock
-# and builds its key on every call.
-_sent_children: dict[str, Any] = {}
-
-
-def _sent(kind: str) -> Any:
-    child = _sent_children.get(kind)
-    if child is None:
-        child = _sent_children[kind] = metrics.SSE_EVENTS_SENT.labels(kind=kind)
-    return child
-
-
 @dataclass(frozen=True, slots=True)
 class _Rendered:
     """What a stream sends for one batch, from one starting cursor."""
@@ -131,7 +119,7 @@ class _Rendered:
     chunk: bytes  # every frame, joined: written with the stream's other pending frames at once
     cursor: Cursor  # the stream's cursor after them
     ended: bool  # a job stream's terminal event is the last frame: the stream ends there
-    counts: tuple[tuple[Any, int], ...]  # (SSE_EVENTS_SENT child, events of that kind)
+    counts: tuple[tuple[str, int], ...]  # (kind, events of that kind): what metrics.SSE_SENT_TALLY adds
 
 
 def _render(batch: Batch, cursor: Cursor, until_terminal: bool) -> _Rendered:
@@ -155,7 +143,7 @@ def _render(batch: Batch, cursor: Cursor, until_terminal: bool) -> _Rendered:
             if until_terminal and event.terminal:
                 ended = True
                 break
-        counts = tuple((_sent(kind), n) for kind, n in kinds.items())
+        counts = tuple(kinds.items())
         done = batch.rendered[key] = _Rendered(b"".join(frames), after, ended, counts)
     return done
 
@@ -199,8 +187,9 @@ def _collect(batches: list[Batch], cursor: Cursor, until_terminal: bool) -> tupl
         cursor = done.cursor
         if done.chunk:
             chunks.append(done.chunk)
-            for child, n in done.counts:
-                child.inc(n)
+            tally = metrics.SSE_SENT_TALLY
+            for kind, n in done.counts:
+                tally[kind] = tally.get(kind, 0) + n
         if done.ended:
             return b"".join(chunks), cursor, True
     return b"".join(chunks), cursor, False
@@ -273,6 +262,39 @@ class _Body:
         return self.chunks
 
 
+class _WriteWatch:
+    """Ends a stream whose one write has waited `timeout` seconds for the client, as an
+    `asyncio.timeout` around each write would, for the price of one timer per `timeout`
+    per stream instead of one armed and cancelled on every write: at 10,000 subscribers
+    those per-write timers were a fifth of the API's CPU in a fan-out (py-spy,
+    docs/benchmarks.md). The stream marks when a write starts (`since`) and ends; the
+    timer, when it finds a write older than `timeout`, cancels the stream's task."""
+
+    __slots__ = ("fired", "handle", "loop", "since", "task", "timeout")
+
+    def __init__(self, timeout: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.timeout = timeout
+        self.since: float | None = None
+        self.fired = False
+        self.handle = self.loop.call_later(timeout, self._check)
+
+    def _check(self) -> None:
+        since, now = self.since, self.loop.time()
+        if since is not None and now - since >= self.timeout:
+            self.fired = True
+            self.task.cancel()
+            return
+        # Next look: when the write in flight (if any) would be `timeout` old.
+        self.handle = self.loop.call_at((now if since is None else since) + self.timeout, self._check)
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
 class _TimedStreamingResponse(ASGIStreamingResponse):
     """A streaming response whose every write may wait at most `write_timeout` seconds
     for the client: past it the stream ends (the client stopped reading; it resumes with
@@ -283,14 +305,22 @@ class _TimedStreamingResponse(ASGIStreamingResponse):
     async def _stream(self, send: Send) -> None:
         body = self.iterator
         assert isinstance(body, _Body)
+        watch = _WriteWatch(body.write_timeout)
+        loop = watch.loop
         try:
             async for chunk in body.chunks:
-                async with asyncio.timeout(body.write_timeout):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                watch.since = loop.time()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                watch.since = None
+            watch.since = loop.time()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except TimeoutError:
+        except asyncio.CancelledError:
+            if not watch.fired:
+                raise
+            watch.task.uncancel()  # our own cancellation, as asyncio.timeout's: the stream just ends
             metrics.SSE_STALLED.inc()
         finally:
+            watch.cancel()
             aclose = getattr(body.chunks, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
