@@ -250,8 +250,6 @@ def _print_api(p: dict[str, Any]) -> None:
             ("latency p50, ms", "p50_ms"),
             ("latency p99, ms", "p99_ms"),
             ("API process CPU, % of a core", "server_cpu_pct"),
-            ("API process RSS, all connected, MB", "server_rss_connected_mb"),
-            ("API process peak RSS, MB", "server_peak_rss_mb"),
             ("client CPU, % of a core", "client_cpu_pct"),
         ):
             if key in http:
@@ -276,6 +274,8 @@ def _print_api(p: dict[str, Any]) -> None:
             ("state change → one delivery, p50 ms", "delivery_p50_ms"),
             ("state change → one delivery, p99 ms", "delivery_p99_ms"),
             ("API process CPU, % of a core", "server_cpu_pct"),
+            ("API process RSS, all connected, MB", "server_rss_connected_mb"),
+            ("API process peak RSS, MB", "server_peak_rss_mb"),
             ("client CPU, % of a core", "client_cpu_pct"),
             ("client event-loop lag p99, ms", "client_loop_lag_p99_ms"),
         ):

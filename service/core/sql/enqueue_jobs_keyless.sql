@@ -10,9 +10,13 @@
 --         $8 max_attempts int[] (NULL = the type's default), $9 parent_ids uuid[]
 -- An unknown type raises foreign_key_violation (pgcue.unknown_job_type) and writes nothing.
 -- Hot path (bulk enqueue). Plan (EXPLAIN, 100,000 rows):
---   Aggregate (the notifications, once) over CTE new
---     CTE new    -> Insert on jobs -> Hash Left Join (Function Scan on unnest, Seq Scan on job_types)
+--   Result
+--     CTE new    -> Insert on jobs -> Hash Left Join (Function Scan on unnest u,
+--                   Hash <- Seq Scan on job_types)
 --     CTE events -> Insert on job_events -> CTE Scan on new
+--     InitPlan (inserted) -> Aggregate -> CTE Scan on new
+--     InitPlan (notified) -> Aggregate -> HashAggregate -> Append (Result, CTE Scan on new
+--                            Filter: run_at <= now())
 -- Notifications: one `events` and one `wake` per distinct type, per statement.
 WITH new AS (
     INSERT INTO pgcue.jobs AS j
