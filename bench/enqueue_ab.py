@@ -16,7 +16,11 @@ import time
 from bench import pgcue_bench as pb
 from pgcue.core import db
 from pgcue.core.queue import Queue
-from pgcue.core.queue.enqueue import enqueue_args
+from pgcue.core.queue.enqueue import enqueue_args, keyless_args
+
+
+def _params(name: str, args: list) -> list:
+    return args if name == "enqueue_jobs" else keyless_args(args) or []
 
 
 async def compare(dsn: str, jobs: int, rounds: int) -> dict[str, list[float]]:
@@ -27,7 +31,7 @@ async def compare(dsn: str, jobs: int, rounds: int) -> dict[str, list[float]]:
             queue = Queue(conn)
             for name in got:  # warm both statements (asyncpg's type introspection, plans)
                 _, args = enqueue_args(pb._noop_jobs(10))
-                await queue.sql.fetch(conn, name, *(args if name == "enqueue_jobs" else [*args[:8], args[10]]))
+                await queue.sql.fetch(conn, name, *_params(name, args))
             for _ in range(rounds):
                 for name, runs in got.items():
                     await conn.execute("TRUNCATE pgcue.jobs, pgcue.job_events")
@@ -35,7 +39,7 @@ async def compare(dsn: str, jobs: int, rounds: int) -> dict[str, list[float]]:
                     batch = pb._noop_jobs(jobs)
                     t0 = time.perf_counter()
                     _, args = enqueue_args(batch)
-                    await queue.sql.fetch(conn, name, *(args if name == "enqueue_jobs" else [*args[:8], args[10]]))
+                    await queue.sql.fetch(conn, name, *_params(name, args))
                     runs.append(jobs / (time.perf_counter() - t0))
         finally:
             await conn.close()

@@ -115,15 +115,12 @@ async def _drain(settings: Any, jobs: int) -> dict[str, Any]:
             await conn.execute("CHECKPOINT", timeout=600)
             ids = await Queue(conn).enqueue_many(pb._noop_jobs(jobs, TYPE))
             committed = await conn.fetchval("SELECT clock_timestamp()")
-            cost = pc.Cost(
-                workers.procs[0].pid,
-                lambda: conn.fetchval("SELECT pg_current_wal_lsn()::text"),
-                await conn.fetchval("SELECT pg_backend_pid()"),
-            )
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+            cost = pc.Cost(workers.procs[0].pid, lambda: conn.fetchval("SELECT pg_current_wal_lsn()::text"), backend)
             fpi0 = await conn.fetchval("SELECT wal_fpi FROM pg_stat_wal")
             # A slot holds the drain's WAL until it has been read: a checkpoint during the
             # drain would otherwise recycle the segments pg_walinspect reads afterwards.
-            slot = f"pgcue_bench_{await conn.fetchval('SELECT pg_backend_pid()')}"
+            slot = f"pgcue_bench_{backend}"
             lsn0 = await conn.fetchval("SELECT lsn::text FROM pg_create_physical_replication_slot($1, true)", slot)
             await cost.start()
             # Done when none of the type is queued or running (both are index probes:

@@ -265,7 +265,7 @@ def _print_api(p: dict[str, Any]) -> None:
         r0 = raw[0]
         print(
             f"\n  SSE fan-out: {r0['subscribers']:,} subscribers on one channel stream, "
-            f"{r0['status_events']} status events ({r0['jobs']} echo jobs {r0.get('gap_s', 0.1) * 1000:.0f} ms apart), "
+            f"{r0['status_events']} status events ({r0['jobs']} echo jobs {r0['gap_s'] * 1000:.0f} ms apart), "
             "one API process"
         )
         for label, key in (

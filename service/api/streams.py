@@ -288,8 +288,10 @@ class _WriteWatch:
             self.fired = True
             self.task.cancel()
             return
-        # Next look: when the write in flight (if any) would be `timeout` old.
-        self.handle = self.loop.call_at((now if since is None else since) + self.timeout, self._check)
+        # Next look: when the write in flight (if any) would be `timeout` old. The loop may
+        # run a timer up to its clock resolution early: never look again sooner than 1 ms.
+        due = (now if since is None else since) + self.timeout
+        self.handle = self.loop.call_at(max(due, now + 0.001), self._check)
 
     def cancel(self) -> None:
         self.handle.cancel()

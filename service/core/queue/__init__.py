@@ -46,7 +46,14 @@ from pgcue.core.models import (
     Snooze,
 )
 from pgcue.core.queue.artifacts import Artifacts
-from pgcue.core.queue.enqueue import all_resolved, clean_text, enqueue_args, json_text, resolve_conflicts
+from pgcue.core.queue.enqueue import (
+    all_resolved,
+    clean_text,
+    enqueue_args,
+    json_text,
+    keyless_args,
+    resolve_conflicts,
+)
 from pgcue.core.queue.event_log import EventLog
 from pgcue.core.queue.fleet import Fleet
 from pgcue.core.queue.keys import Keys
@@ -121,12 +128,12 @@ class Queue:
         ids, args = enqueue_args(jobs)
         await self.types.check(jobs)
         executor = conn or self.pool
-        idem_keys, unique_keys = args[8], args[9]
+        keyless = keyless_args(args)
         try:
-            if not any(idem_keys) and not any(unique_keys):
+            if keyless is not None:
                 # Nothing can conflict: the statement without ON CONFLICT, which answers
                 # with a count (every job went in, or it raised and none did).
-                await self.sql.fetchrow(executor, "enqueue_jobs_keyless", *args[:8], args[10])
+                await self.sql.fetchrow(executor, "enqueue_jobs_keyless", *keyless)
                 metrics.jobs_enqueued([job.type for job in jobs])
                 return ids
             rows = await self.sql.fetch(executor, "enqueue_jobs", *args)

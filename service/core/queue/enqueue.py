@@ -129,6 +129,16 @@ def enqueue_args(jobs: Sequence[NewJob]) -> tuple[list[uuid.UUID], list[Any]]:
     return ids, [ids, types, channels, owners, priorities, payloads, run_ats, attempts, idem_keys, unique_keys, parents]
 
 
+def keyless_args(args: list[Any]) -> list[Any] | None:
+    """enqueue_args' arrays as sql/enqueue_jobs_keyless.sql takes them (without the two key
+    columns), or None when a job carries an idempotency or unique key and the keyed
+    statement must run."""
+    idem_keys, unique_keys = args[8], args[9]
+    if any(idem_keys) or any(unique_keys):
+        return None
+    return [*args[:8], args[10]]
+
+
 def payload_texts(payloads: list[Any]) -> list[str]:
     """Each payload as JSON text, checked as json_text checks one: one encode per payload
     and a single search of the whole batch for the NUL escape."""
