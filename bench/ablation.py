@@ -11,10 +11,11 @@ Variants (rounds interleaved; medians):
 - `no_events`: every job_events insert dropped by a BEFORE INSERT trigger (what a state
   change would cost without its event row, less the trigger's own small cost);
 - `no_event_indexes`: job_events without its channel, job and tx indexes;
-- `no_channel_index`, `no_listing_index`: without jobs_channel_idx, or without the panel's
-  jobs_channel_type_state_idx;
+- `with_channel_index`: with jobs_channel_idx, the listing index migration 0010 dropped
+  (what that change saved);
+- `no_listing_index`: without the panel's jobs_channel_type_state_idx;
 - `no_finished_indexes`: without jobs_finished_idx and jobs_channel_completed_idx;
-- `floor`: no event rows and none of those four jobs indexes: what is left is the primary
+- `floor`: no event rows and none of those three jobs indexes: what is left is the primary
   key, the claim and lease indexes and the row itself.
 """
 
@@ -33,7 +34,7 @@ DROP_EVENTS = [
     "FOR EACH ROW EXECUTE FUNCTION pgcue.bench_drop_event()",
 ]
 FINISHED = ["DROP INDEX pgcue.jobs_finished_idx", "DROP INDEX pgcue.jobs_channel_completed_idx"]
-LISTING = ["DROP INDEX pgcue.jobs_channel_idx", "DROP INDEX pgcue.jobs_channel_type_state_idx"]
+LISTING = ["DROP INDEX pgcue.jobs_channel_type_state_idx"]
 VARIANTS: dict[str, list[str]] = {
     "base": [],
     "no_events": DROP_EVENTS,
@@ -42,8 +43,8 @@ VARIANTS: dict[str, list[str]] = {
         "DROP INDEX pgcue.job_events_job_idx",
         "DROP INDEX pgcue.job_events_tx_idx",
     ],
-    "no_channel_index": LISTING[:1],
-    "no_listing_index": LISTING[1:],
+    "with_channel_index": ["CREATE INDEX jobs_channel_idx ON pgcue.jobs (channel_id, created_at DESC, id DESC)"],
+    "no_listing_index": LISTING,
     "no_finished_indexes": FINISHED,
     "floor": DROP_EVENTS + LISTING + FINISHED,
 }

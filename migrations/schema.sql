@@ -694,7 +694,6 @@ CREATE INDEX job_events_channel_idx ON pgcue.job_events USING btree (channel_id,
 CREATE INDEX job_events_job_idx ON pgcue.job_events USING btree (job_id, id);
 CREATE INDEX job_events_tx_idx ON pgcue.job_events USING btree (tx);
 CREATE INDEX jobs_channel_completed_idx ON pgcue.jobs USING btree (channel_id, completed_at DESC, id DESC) WHERE (state = 'completed'::text);
-CREATE INDEX jobs_channel_idx ON pgcue.jobs USING btree (channel_id, created_at DESC, id DESC);
 CREATE INDEX jobs_channel_type_state_idx ON pgcue.jobs USING btree (channel_id, type, state, created_at DESC, id DESC) INCLUDE (parent_id);
 CREATE INDEX jobs_claim_idx ON pgcue.jobs USING btree (type, channel_id, priority DESC, run_at) WHERE (state = 'queued'::text);
 CREATE INDEX jobs_errors_idx ON pgcue.jobs USING btree (completed_at DESC) WHERE (errors <> '[]'::jsonb);

@@ -59,7 +59,7 @@ async def test_the_panels_reads_use_their_indexes_in_generic_plans(big: asyncpg.
         await conn.execute("SET random_page_cost = 1.1")
         ch = ["bench-channel"]
         cases = {
-            "list_jobs": (("jobs_channel_idx",), (ch, TOP, LAST_ID, BOTTOM, False, 51)),
+            "list_jobs": (("jobs_channel_type_state_idx", "jobs_pkey"), (ch, TOP, LAST_ID, BOTTOM, False, 51)),
             "list_jobs_filtered": (
                 ("jobs_channel_type_state_idx",),
                 (ch, None, ["failed"], TOP, LAST_ID, BOTTOM, False, None, 51),
@@ -84,7 +84,8 @@ async def test_the_panels_reads_use_their_indexes_in_generic_plans(big: asyncpg.
 
 async def test_a_page_deep_in_the_history_costs_what_the_first_one_does(big: asyncpg.Pool) -> None:
     """The keyset bound is an index condition, not a filter: a page a million rows down
-    reads a page's worth of index entries, like the first."""
+    reads at most a page's worth of index entries per (type, state) range, like the first,
+    and fetches only the page's rows from the table."""
     async with big.acquire() as conn:
         await conn.execute("SET plan_cache_mode = force_generic_plan")
         deep = await conn.fetchrow(
@@ -92,12 +93,17 @@ async def test_a_page_deep_in_the_history_costs_what_the_first_one_does(big: asy
             "OFFSET 1000 LIMIT 1"
         )
         text = statements_for("pgcue")["list_jobs"]
+        ranges = (len(TYPES) + 1) * len(STATES)  # and orchestrate
         for cursor in ((TOP, LAST_ID), (deep["created_at"], deep["id"])):
             raw = await conn.fetchval(
                 "EXPLAIN (ANALYZE, FORMAT JSON) " + text, ["bench-channel"], *cursor, BOTTOM, False, 51
             )
             nodes = _nodes((json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"])
-            scan = next(n for n in nodes if n.get("Index Name") == "jobs_channel_idx")
-            assert "ROW(created_at, id) <" in scan["Index Cond"], scan["Index Cond"]
-            read = scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0)
-            assert read <= 51 * 2, scan  # a page, and the stage jobs the filter skips
+            scans = [n for n in nodes if "ROW(created_at, id) <" in n.get("Index Cond", "")]
+            assert [n["Index Name"] for n in scans] == ["jobs_channel_type_state_idx"], scans
+            scan = scans[0]
+            read = (scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0)) * scan["Actual Loops"]
+            assert scan["Actual Loops"] <= ranges, scan
+            assert read <= ranges * 51 * 2, scan  # a page per range, and the stage jobs the filter skips
+            fetched = next(n for n in nodes if n.get("Index Name") == "jobs_pkey")
+            assert fetched["Actual Loops"] <= 51, fetched  # only the page's rows come from the table

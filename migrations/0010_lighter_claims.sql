@@ -1,0 +1,14 @@
+-- pgcue 0010: a claim and a completion write one index entry fewer.
+--
+-- jobs_channel_idx (channel_id, created_at DESC, id DESC) served one statement, the
+-- unfiltered page of a channel's jobs, and cost every job a new entry at each state change
+-- (no update of a job is HOT: state is in the keys and predicates of other indexes): about
+-- a tenth of PostgreSQL's CPU per job, and a full index as big as the history. The page is
+-- now a merge of jobs_channel_type_state_idx (sql/list_jobs.sql, like the filtered one),
+-- which every channel query can also use for channel_id alone (its leading column).
+--
+-- DROP INDEX holds the table's exclusive lock only for the catalog change, not for work
+-- proportional to the index. To avoid even that wait on a busy table, run
+-- `DROP INDEX CONCURRENTLY IF EXISTS pgcue.jobs_channel_idx` first (outside a
+-- transaction) and then migrate: IF EXISTS makes this a no-op.
+DROP INDEX IF EXISTS pgcue.jobs_channel_idx;
