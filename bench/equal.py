@@ -117,6 +117,13 @@ def table(out: dict[str, Any]) -> str:
     plain = med["pgcue"]["defaults"]["drain_per_s"]
     if tuned and plain:
         lines.append(f"pgcue at its defaults reaches {100 * plain / tuned:.0f} % of pgcue tuned")
+    per = [
+        f"{setting} {_median(out['raw']['pgcue'][setting], 'jobs_per_claim') or 0:,.0f} / "
+        f"{_median(out['raw']['pgcue'][setting], 'jobs_per_completion') or 0:,.0f}"
+        for setting in SETTINGS
+        if out["raw"]["pgcue"].get(setting)
+    ]
+    lines.append("pgcue jobs per claim / per completion statement: " + ", ".join(per))
     for peer, why in out["skipped"].items():
         lines.append(f"{peer} skipped: {why}")
     return "\n".join(lines)

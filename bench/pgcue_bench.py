@@ -168,15 +168,32 @@ async def drain(
                 await _wait_all_finished(conn, jobs, timeout=max(120, jobs / 500))
                 spent = await cost.stop(jobs)
                 last = await conn.fetchval("SELECT max(completed_at) FROM pgcue.jobs")
+                statements = await conn.fetchrow(_STATEMENTS)
             finally:
                 await conn.close()
         finally:
             workers.stop()
     seconds = max((last - committed).total_seconds(), 1e-6)
-    out = {"jobs": jobs, "processes": processes, "drain_per_s": jobs / seconds, "enqueue_per_s": jobs / enqueue_s}
+    out = {
+        "jobs": jobs,
+        "processes": processes,
+        "drain_per_s": jobs / seconds,
+        "enqueue_per_s": jobs / enqueue_s,
+        "jobs_per_claim": jobs / max(statements["claims"], 1),
+        "jobs_per_completion": jobs / max(statements["completions"], 1),
+    }
     if processes == 1:
         out.update(spent)
     return out
+
+
+# How many claim and completion statements the drain took: each one is a transaction, and
+# every job's `running` and `completed` event carries its transaction's id.
+_STATEMENTS = """
+    SELECT count(DISTINCT tx) FILTER (WHERE data->>'state' = 'running') AS claims,
+           count(DISTINCT tx) FILTER (WHERE data->>'state' = 'completed') AS completions
+    FROM pgcue.job_events WHERE kind = 'job:status'
+"""
 
 
 async def _warm(queue: Queue, conn: asyncpg.Connection) -> None:
