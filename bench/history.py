@@ -240,6 +240,19 @@ def print_history(h: dict[str, Any]) -> None:
         if e is not None and k is not None:
             digits = 3 if f == "wal_fpi_per_job" else 1
             print(f"    {f:<26}{e:>12,.{digits}f}{k:>12,.{digits}f}{(r or 0):>13.2f}×")
+    # Round by round: the kept drains' extra cost is the history's free-space gaps being
+    # used up (each takes one row version once), so it falls from round to round.
+    print(
+        f"    {'round':<8}{'PG µs empty':>12}{'PG µs kept':>12}{'kept / empty':>14}"
+        f"{'jobs heap FPI/job':>19}{'pages/1000':>12}"
+    )
+    for i, (e, k) in enumerate(zip(h["empty"]["raw"], h["kept_drain"]["raw"], strict=True)):
+        heap = next((x["per_job"] for x in k.get("fpi_by_relation") or [] if x["relation"] == "pgcue.jobs"), 0.0)
+        ratio = k["pg_cpu_us_per_job"] / e["pg_cpu_us_per_job"] if e["pg_cpu_us_per_job"] else 0.0
+        print(
+            f"    {i + 1:<8}{e['pg_cpu_us_per_job']:>12.1f}{k['pg_cpu_us_per_job']:>12.1f}{ratio:>13.2f}×"
+            f"{heap:>19.3f}{k['heap_pages_per_1000_jobs']:>12.1f}"
+        )
     for name in ("empty", "kept_drain"):
         fpi = h[name]["raw"][-1].get("fpi_by_relation") or []
         shown = ", ".join(f"{x['relation']} ({x['fork']}) {x['per_job']:.3f} on {x['pages']:,} pages" for x in fpi[:5])

@@ -86,7 +86,7 @@ async def _soak(args: argparse.Namespace) -> dict[str, Any]:
 async def _history(args: argparse.Namespace) -> dict[str, Any]:
     """Once: writing the kept history is the long part."""
     print(f"  pgcue history: {args.history_jobs:,} finished jobs kept …", file=sys.stderr, flush=True)
-    return await history.history(args.dsn, args.history_jobs, min(args.jobs, 20_000))
+    return await history.history(args.dsn, args.history_jobs, min(args.jobs, 20_000), args.history_rounds)
 
 
 async def _workload(args: argparse.Namespace, name: str) -> dict[str, Any]:
@@ -356,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         "--history", action="store_true", help="also run the kept-history workload (10,000,000 finished jobs)"
     )
     kept.add_argument("--history-jobs", type=int, help="finished jobs kept (implies --history)")
+    kept.add_argument(
+        "--history-rounds", type=int, default=3, help="interleaved drains into each database (the gaps fill up)"
+    )
     args = ap.parse_args(argv)
     unknown = set(args.only) - set(WORKLOADS + ONCE + OPTIONAL)
     if unknown:
