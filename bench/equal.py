@@ -89,6 +89,7 @@ async def run(dsn: str, jobs: int, repeat: int, timeout: float = 600.0) -> dict[
         "repeat": repeat,
         "settings": SETTINGS,
         "ceiling_drain_per_s": statistics.median(c["drain_per_s"] for c in ceiling),
+        "ceiling_pg_cpu_us_per_job": statistics.median(c["pg_cpu_us_per_job"] for c in ceiling),
         "skipped": {}
         if "pgqueuer" in systems
         else {"pgqueuer": f"no {PGQ_PYTHON} (bash bench/peers/setup.sh pgqueuer)"},
@@ -124,6 +125,14 @@ def table(out: dict[str, Any]) -> str:
         if out["raw"]["pgcue"].get(setting)
     ]
     lines.append("pgcue jobs per claim / per completion statement: " + ", ".join(per))
+    ceiling_cpu = out.get("ceiling_pg_cpu_us_per_job")
+    peer_cpu = med.get("pgqueuer", {}).get("tuned", {}).get("pg_cpu_us_per_job")
+    if ceiling_cpu:
+        against = f", {ceiling_cpu / peer_cpu:.2f}× pgqueuer's tuned" if peer_cpu else ""
+        lines.append(
+            f"the ceiling's PostgreSQL CPU per job (pgcue's rows, claimed and completed in PL/pgSQL: no events, "
+            f"no fair claim, no client): {ceiling_cpu:.1f} µs{against}"
+        )
     for peer, why in out["skipped"].items():
         lines.append(f"{peer} skipped: {why}")
     return "\n".join(lines)
