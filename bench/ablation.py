@@ -5,6 +5,11 @@ next schema change (docs/benchmarks.md, "What reaching the targets would take").
 
     python -m bench.ablation --jobs 50000 --rounds 2 --setting tuned
     python -m bench.ablation --variants base,no_events --setting defaults
+    python -m bench.ablation --ceiling --jobs 20000 --rounds 3 --variants base,floor
+
+With `--ceiling`, each variant runs the PL/pgSQL ceiling (bench/ceiling.sql: the claim and
+completion row work alone, no events, no fair claim, no client) instead of the worker's
+drain: what the table and its indexes cost PostgreSQL by themselves.
 
 Variants (rounds interleaved; medians):
 - `base`: the schema as it is;
@@ -58,12 +63,21 @@ async def drain(dsn: str, jobs: int, variant: str, setting: str) -> dict[str, An
     return await pb.drain(dsn, jobs, 1, concurrency, job_type="bench-plain", env=env, prepare=VARIANTS[variant])
 
 
-async def run(dsn: str, jobs: int, rounds: int, variants: list[str], setting: str) -> dict[str, dict[str, float]]:
+CEILING_FIGURES = ("drain_per_s", "pg_cpu_us_per_job")
+
+
+async def run(
+    dsn: str, jobs: int, rounds: int, variants: list[str], setting: str, ceiling: bool = False
+) -> dict[str, dict[str, float]]:
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for _ in range(rounds):
         for v in variants:
-            runs[v].append(await drain(dsn, jobs, v, setting))
-    return {v: {f: statistics.median(r[f] for r in got) for f in FIGURES} for v, got in runs.items()}
+            if ceiling:
+                runs[v].append(await pb.ceiling(dsn, jobs, prepare=VARIANTS[v]))
+            else:
+                runs[v].append(await drain(dsn, jobs, v, setting))
+    figures = CEILING_FIGURES if ceiling else FIGURES
+    return {v: {f: statistics.median(r[f] for r in got) for f in figures} for v, got in runs.items()}
 
 
 def main() -> None:
@@ -73,15 +87,18 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--setting", choices=sorted(SETTINGS), default="tuned")
     p.add_argument("--variants", type=lambda s: s.split(","), default=list(VARIANTS))
+    p.add_argument("--ceiling", action="store_true", help="the PL/pgSQL ceiling instead of the worker's drain")
     args = p.parse_args()
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         p.error(f"unknown variant(s): {', '.join(sorted(unknown))}")
-    got = asyncio.run(run(args.dsn, args.jobs, args.rounds, args.variants, args.setting))
-    print(f"| variant ({args.setting}, {args.jobs:,} jobs, medians of {args.rounds}) | " + " | ".join(FIGURES) + " |")
-    print("|---|" + "---:|" * len(FIGURES))
+    got = asyncio.run(run(args.dsn, args.jobs, args.rounds, args.variants, args.setting, args.ceiling))
+    shown = CEILING_FIGURES if args.ceiling else FIGURES
+    what = "the ceiling" if args.ceiling else args.setting
+    print(f"| variant ({what}, {args.jobs:,} jobs, medians of {args.rounds}) | " + " | ".join(shown) + " |")
+    print("|---|" + "---:|" * len(shown))
     for v, figures in got.items():
-        print(f"| {v} | " + " | ".join(f"{figures[f]:,.1f}" for f in FIGURES) + " |")
+        print(f"| {v} | " + " | ".join(f"{figures[f]:,.1f}" for f in shown) + " |")
 
 
 if __name__ == "__main__":

@@ -325,8 +325,9 @@ async def enqueue(
     return out
 
 
-async def ceiling(base_dsn: str, jobs: int, batch: int = 100) -> dict[str, Any]:
-    """The same drain in PL/pgSQL: what PostgreSQL itself allows on this machine."""
+async def ceiling(base_dsn: str, jobs: int, batch: int = 100, prepare: Sequence[str] = ()) -> dict[str, Any]:
+    """The same drain in PL/pgSQL: what PostgreSQL itself allows on this machine.
+    `prepare`: statements run in the scratch database first (bench/ablation.py's variants)."""
     procedure = (Path(__file__).parent / "ceiling.sql").read_text()
     async with scratch_database(base_dsn) as settings:
         conn = await db.connect(settings)
@@ -340,6 +341,8 @@ async def ceiling(base_dsn: str, jobs: int, batch: int = 100) -> dict[str, Any]:
             )
             insert_s = time.perf_counter() - t0
             await conn.execute(procedure)
+            for statement in prepare:
+                await conn.execute(statement)
             # The server's CPU over the drain, as the drains measure it (every postgres
             # process): the claim and completion row work alone, with no events, no fair
             # claim, no notifications and no client.
