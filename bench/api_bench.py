@@ -401,43 +401,55 @@ async def _bounded(what: str, aw: Any, timeout: float) -> Any:
 
 
 async def sse_fanout(
-    base_dsn: str, subscribers: int = 1000, jobs: int = 50, gap: float = 0.1, connect_parallel: int = 50
+    base_dsn: str,
+    subscribers: int = 1000,
+    jobs: int = 50,
+    gap: float = 0.1,
+    connect_parallel: int = 50,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """`subscribers` streams on one channel; `jobs` echo jobs enqueued `gap` apart and run by
     one worker process; for every job:status event (queued, running, completed), the time
-    from its transaction (job_events.created_at) to each subscriber's receipt."""
+    from its transaction (job_events.created_at) to each subscriber's receipt. With
+    `processes` > 1, that many API processes (as that many pods would be) share the
+    subscribers, each with its own hub and LISTEN connection; CPU is their sum, RSS the
+    largest."""
     raise_fd_limit(subscribers * 2 + 512)
     loop = asyncio.get_running_loop()
     async with scratch_database(base_dsn) as settings:
         token = await _key(settings)
         # One key for every subscriber, so its stream limit (PGCUE_SSE_STREAMS_PER_KEY, 20
         # by default) is raised to the subscriber count: the fan-out is measured, not the bound.
-        server = ApiServer(settings, {"PGCUE_SSE_STREAMS_PER_KEY": str(subscribers)})
+        servers = [ApiServer(settings, {"PGCUE_SSE_STREAMS_PER_KEY": str(subscribers)}) for _ in range(processes)]
         workers = Workers(settings, "echo", 1)
         subs: list[_Subscriber] = []
         conn = None
         try:
-            await server.start()
+            for server in servers:
+                await server.start()
             await asyncio.to_thread(workers.wait_started)
-            request = (
-                f"GET /api/events?channelId={CHANNEL} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-                f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
-            ).encode()
+            requests = [
+                (
+                    f"GET /api/events?channelId={CHANNEL} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                    f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+                ).encode()
+                for server in servers
+            ]
             gate = asyncio.Semaphore(connect_parallel)
 
-            async def subscribe() -> None:
+            async def subscribe(i: int) -> None:
                 async with gate:
-                    sub = _Subscriber(request, loop)
+                    sub = _Subscriber(requests[i % processes], loop)
                     subs.append(sub)
-                    await loop.create_connection(lambda: sub, "127.0.0.1", server.port)
+                    await loop.create_connection(lambda: sub, "127.0.0.1", servers[i % processes].port)
                     await _bounded("a subscriber's first bytes", sub.first, 30)
 
             t_connect = time.perf_counter()
             await _bounded(
-                "connecting the subscribers", asyncio.gather(*(subscribe() for _ in range(subscribers))), 120
+                "connecting the subscribers", asyncio.gather(*(subscribe(i) for i in range(subscribers))), 120
             )
             connect_s = time.perf_counter() - t_connect
-            memory_connected = server.memory_mb()
+            memory_connected = max(server.memory_mb()["rss_mb"] for server in servers)
             conn = await db.connect(settings)
             queue = Queue(conn)
 
@@ -464,7 +476,7 @@ async def sse_fanout(
             lags: list[float] = []
             stop = asyncio.Event()
             probe = asyncio.create_task(_lag_probe(stop, lags))
-            cpu0, own0, t0 = server.cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
+            cpu0, own0, t0 = sum(x.cpu_seconds() for x in servers), _own_cpu_seconds(), time.perf_counter()
             ids: list[uuid.UUID] = []
             for i in range(jobs):
                 (job_id,) = await queue.enqueue_many(
@@ -480,8 +492,8 @@ async def sse_fanout(
                     break
                 await asyncio.sleep(0.05)
             wall = time.perf_counter() - t0
-            cpu1, own1 = server.cpu_seconds(), _own_cpu_seconds()
-            memory_end = server.memory_mb()
+            cpu1, own1 = sum(x.cpu_seconds() for x in servers), _own_cpu_seconds()
+            peak_rss = max(server.memory_mb()["peak_rss_mb"] for server in servers)
             stop.set()
             await _bounded("the lag probe", probe, 5)
             rows = await conn.fetch(
@@ -495,7 +507,8 @@ async def sse_fanout(
             if conn is not None:
                 await conn.close()
             workers.stop()
-            server.stop()
+            for server in servers:
+                server.stop()
 
     t_parse = time.perf_counter()
     parsed = [s.parse() for s in subs]
@@ -520,6 +533,7 @@ async def sse_fanout(
     lags.sort()
     return {
         "subscribers": subscribers,
+        "api_processes": processes,
         "jobs": jobs,
         "gap_s": gap,
         "status_events": len(rows),
@@ -535,8 +549,8 @@ async def sse_fanout(
         "delivery_p99_ms": _pct(per_delivery, 99),
         "server_cpu_pct": 100 * (cpu1 - cpu0) / wall,
         # The API process's memory with every subscriber connected, and its peak by the end.
-        "server_rss_connected_mb": memory_connected["rss_mb"],
-        "server_peak_rss_mb": memory_end["peak_rss_mb"],
+        "server_rss_connected_mb": memory_connected,
+        "server_peak_rss_mb": peak_rss,
         "client_cpu_pct": 100 * (own1 - own0) / wall,
         "client_loop_lag_p99_ms": _pct(lags, 99),
         "client_loop_lag_max_ms": lags[-1] if lags else float("nan"),

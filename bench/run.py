@@ -118,7 +118,11 @@ async def _workload(args: argparse.Namespace, name: str) -> dict[str, Any]:
                 )
             )
         elif name == "sse":
-            runs.append(await api_bench.sse_fanout(args.dsn, args.sse_subscribers, args.sse_jobs, args.sse_gap))
+            runs.append(
+                await api_bench.sse_fanout(
+                    args.dsn, args.sse_subscribers, args.sse_jobs, args.sse_gap, processes=args.sse_api_processes
+                )
+            )
     keys = tuple(k for k in runs[0] if k.endswith(("_per_s", "_ms", "_pct", "_mb")))
     return _collect(runs, keys)
 
@@ -263,10 +267,11 @@ def _print_api(p: dict[str, Any]) -> None:
     if sse:
         raw = sse["raw"]
         r0 = raw[0]
+        n = r0.get("api_processes", 1)
         print(
             f"\n  SSE fan-out: {r0['subscribers']:,} subscribers on one channel stream, "
             f"{r0['status_events']} status events ({r0['jobs']} echo jobs {r0['gap_s'] * 1000:.0f} ms apart), "
-            "one API process"
+            + ("one API process" if n == 1 else f"{n} API processes sharing them (CPU summed, RSS the largest)")
         )
         for label, key in (
             ("state change → received by all, p50 ms", "all_p50_ms"),
@@ -340,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     api.add_argument("--sse-subscribers", type=int, default=1000)
     api.add_argument("--sse-jobs", type=int, default=50, help="echo jobs enqueued --sse-gap apart")
     api.add_argument("--sse-gap", type=float, default=0.1, help="seconds between the echo jobs' enqueues")
+    api.add_argument(
+        "--sse-api-processes", type=int, default=1, help="API processes sharing the subscribers (as pods would)"
+    )
     long = ap.add_argument_group("soak (not run unless asked)")
     long.add_argument("--soak", action="store_true", help="also run the soak (1,000,000 jobs unless --soak-jobs)")
     long.add_argument("--soak-jobs", type=int, help="jobs in the soak (implies --soak)")
