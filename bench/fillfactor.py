@@ -50,10 +50,7 @@ async def run(dsn: str, kept: int, rounds: int, ff: int, jobs: int) -> dict[str,
                     await conn.execute(f"ALTER TABLE pgcue.jobs SET (fillfactor = {before})")
                 if with_history:
                     began = time.monotonic()
-                    fill = (h.HERE / "panel_fill.sql").read_text()
-                    await conn.execute(fill, kept, "bench-history", h.HISTORY_TYPES, timeout=7200)
-                    await conn.execute(h.EVENTS_FILL, timeout=7200)
-                    await conn.execute("VACUUM (ANALYZE) pgcue.jobs, pgcue.job_events", timeout=7200)
+                    await h.fill(conn, kept)
                     print(f"  {name}: {kept:,} kept, written in {time.monotonic() - began:.0f} s", flush=True)
                 if after:
                     await conn.execute(f"ALTER TABLE pgcue.jobs SET (fillfactor = {after})")
@@ -65,7 +62,7 @@ async def run(dsn: str, kept: int, rounds: int, ff: int, jobs: int) -> dict[str,
             for name, settings in dbs.items():
                 got = await h._drain(settings, jobs)
                 runs[name].append(got)
-                heap = next((x["per_job"] for x in got["fpi_by_relation"] if x["relation"] == "pgcue.jobs"), 0.0)
+                heap = h.heap_images_per_job(got)
                 print(
                     f"  round {r + 1} {name:<16} PostgreSQL {got['pg_cpu_us_per_job']:6.1f} µs/job, "
                     f"{got['drain_per_s']:8,.0f} jobs/s, jobs heap {heap:.3f} full-page images/job, "

@@ -191,6 +191,18 @@ async def _prune_a_day(settings: Any) -> dict[str, Any]:
     }
 
 
+async def fill(conn: asyncpg.Connection, kept: int) -> None:
+    """`kept` finished jobs of a week's history and their events, vacuumed."""
+    await conn.execute((HERE / "panel_fill.sql").read_text(), kept, "bench-history", HISTORY_TYPES, timeout=7200)
+    await conn.execute(EVENTS_FILL, timeout=7200)
+    await conn.execute("VACUUM (ANALYZE) pgcue.jobs, pgcue.job_events", timeout=7200)
+
+
+def heap_images_per_job(drain: dict[str, Any]) -> float:
+    """The `jobs` heap's full-page images per job in a drain (_drain's pg_walinspect count)."""
+    return next((x["per_job"] for x in drain.get("fpi_by_relation") or [] if x["relation"] == "pgcue.jobs"), 0.0)
+
+
 async def history(base_dsn: str, kept: int = 10_000_000, jobs: int = 20_000, rounds: int = 3) -> dict[str, Any]:
     """`rounds` drains into each database, interleaved (empty, kept, empty, kept, …) so the
     machine's drift spreads over both; medians."""
@@ -200,10 +212,7 @@ async def history(base_dsn: str, kept: int = 10_000_000, jobs: int = 20_000, rou
         try:
             print(f"  history: writing {kept:,} finished jobs and their events …", flush=True)
             began = time.monotonic()
-            fill = (HERE / "panel_fill.sql").read_text()
-            await conn.execute(fill, kept, "bench-history", HISTORY_TYPES, timeout=7200)
-            await conn.execute(EVENTS_FILL, timeout=7200)
-            await conn.execute("VACUUM (ANALYZE) pgcue.jobs, pgcue.job_events", timeout=7200)
+            await fill(conn, kept)
             out["fill_seconds"] = round(time.monotonic() - began, 1)
             out["sizes_before"] = await _sizes(conn)
         finally:
@@ -247,7 +256,7 @@ def print_history(h: dict[str, Any]) -> None:
         f"{'jobs heap FPI/job':>19}{'pages/1000':>12}"
     )
     for i, (e, k) in enumerate(zip(h["empty"]["raw"], h["kept_drain"]["raw"], strict=True)):
-        heap = next((x["per_job"] for x in k.get("fpi_by_relation") or [] if x["relation"] == "pgcue.jobs"), 0.0)
+        heap = heap_images_per_job(k)
         ratio = k["pg_cpu_us_per_job"] / e["pg_cpu_us_per_job"] if e["pg_cpu_us_per_job"] else 0.0
         print(
             f"    {i + 1:<8}{e['pg_cpu_us_per_job']:>12.1f}{k['pg_cpu_us_per_job']:>12.1f}{ratio:>13.2f}×"
