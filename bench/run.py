@@ -276,6 +276,9 @@ def _print_api(p: dict[str, Any]) -> None:
         for label, key in (
             ("state change → received by all, p50 ms", "all_p50_ms"),
             ("state change → received by all, p99 ms", "all_p99_ms"),
+            ("  p99 of the queued changes only", "all_p99_queued_ms"),
+            ("  p99 of the running changes only", "all_p99_running_ms"),
+            ("  p99 of the completed changes only", "all_p99_completed_ms"),
             ("state change → one delivery, p50 ms", "delivery_p50_ms"),
             ("state change → one delivery, p99 ms", "delivery_p99_ms"),
             ("API process CPU, % of a core", "server_cpu_pct"),
