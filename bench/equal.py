@@ -37,7 +37,7 @@ from bench import pgcue_bench as pb
 
 HERE = Path(__file__).resolve().parent
 PGQ_PYTHON = HERE / ".venvs" / "pgqueuer" / "bin" / "python"
-SETTINGS = {
+SETTINGS: dict[str, dict[str, Any]] = {
     "defaults": {"concurrency": 50, "batch": None},
     "tuned": {"concurrency": 1000, "batch": 500},
 }

@@ -228,7 +228,11 @@ def main() -> int:
                 res["elapsed_s"] = round(time.time() - t0, 2)
                 # 1-min load average around the run: other load on the 2 cores
                 # skews the figures a lot, keep the evidence with them
-                res["loadavg_1m_before_after"] = [(load_before or [None])[0], (loadavg() or [None])[0]]
+                load_after = loadavg()
+                res["loadavg_1m_before_after"] = [
+                    load_before[0] if load_before else None,
+                    load_after[0] if load_after else None,
+                ]
                 runs[p][w].append(res)
                 if w == "drain":
                     log(

@@ -6,7 +6,7 @@ editable install resolves that mapping with an import hook, which mypy and impor
 do not run, so this builds the package as it is installed (a tree of symlinks to the
 sources, in .venv/typecheck), checks it, and prints every path as its source path.
 
-    python ops/dev/lint.py [--tree DIR]    mypy (and mypy --strict over pgcue.client), then
+    python ops/dev/lint.py [--tree DIR]    mypy (--strict over pgcue.client; bench/ too), then
                                            import-linter; exit non-zero on any finding
 """
 
@@ -68,6 +68,9 @@ def main() -> int:
         # it imports is checked above, not reported twice here).
         strict = ["--strict", "--follow-imports=silent", "-p", "pgcue.client"]
         failed |= run([str(bindir / "mypy"), "--config-file", str(ROOT / "pyproject.toml"), *strict], tree, env)
+        # The benchmarks are not shipped, but their figures are what the docs cite: typed too.
+        bench = ["--follow-imports=silent", "bench"]
+        failed |= run([str(bindir / "mypy"), "--config-file", str(ROOT / "pyproject.toml"), *bench], ROOT, env)
     if args.only in (None, "imports"):
         config = ROOT / "pyproject.toml"
         failed |= run([str(bindir / "lint-imports"), str(config), "--no-cache"], tree, env)
