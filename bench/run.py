@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -215,17 +216,28 @@ def _print_peers(result: dict[str, Any]) -> None:
         return
     drain = result["pgcue"].get("drain", {})
     latency = result["pgcue"].get("latency", {})
+    costs = {
+        key: statistics.median(r[key] for r in drain["raw"]) if drain.get("raw") and key in drain["raw"][0] else None
+        for key in ("pg_cpu_us_per_job", "worker_cpu_us_per_job", "wal_bytes_per_job")
+    }
     ours = {
         "drain_per_s": (drain.get("drain_per_s") or {}).get("median"),
+        **costs,
         "enqueue_per_s": (drain.get("enqueue_per_s") or {}).get("median"),
         "p50_ms": (latency.get("p50_ms") or {}).get("median"),
         "p99_ms": (latency.get("p99_ms") or {}).get("median"),
     }
     names = sorted(heads)
-    print("\npgcue and the peers, same server, same run (medians; ratio = pgcue / peer)")
+    print(
+        "\npgcue and the peers, same server, same run (medians; ratio = pgcue / peer: "
+        "above 1 is better for rates, below 1 for CPU, WAL and latency)"
+    )
     print(f"  {'':<34}{'pgcue':>10}" + "".join(f"{n:>24}" for n in names))
     for label, key in (
         ("drain, 1 worker process, jobs/s", "drain_per_s"),
+        ("  PostgreSQL CPU per job, µs", "pg_cpu_us_per_job"),
+        ("  worker CPU per job, µs", "worker_cpu_us_per_job"),
+        ("  WAL per job, bytes", "wal_bytes_per_job"),
         ("bulk enqueue (the drain's), jobs/s", "enqueue_per_s"),
         ("pickup latency p50, ms", "p50_ms"),
         ("pickup latency p99, ms", "p99_ms"),

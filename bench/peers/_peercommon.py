@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 POLL_S = 0.02  # completion poll interval during drain
@@ -405,6 +406,35 @@ class Cost:
             "worker_cpu_us_per_job": round(1e6 * w / jobs, 1),
             "wal_bytes_per_job": round(wal / jobs, 1),
         }
+
+
+class PsycopgObserver:
+    """One autocommit psycopg connection for a harness whose library reaches the database
+    through a pool (Chancy, procrastinate): the drain's polls and WAL readings go through
+    it, so its backend is the one Cost leaves out of the drain's cost."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    @classmethod
+    async def connect(cls, dsn: str) -> PsycopgObserver:
+        import psycopg  # in the peers' own virtualenvs, not pgqueuer's
+
+        return cls(await psycopg.AsyncConnection.connect(dsn, autocommit=True))
+
+    async def scalar(self, sql: str) -> Any:
+        cur = await self.conn.execute(sql)
+        row = await cur.fetchone()
+        return row[0]
+
+    async def pid(self) -> int:
+        return int(await self.scalar("SELECT pg_backend_pid()"))
+
+    async def lsn(self) -> str:
+        return str(await self.scalar("SELECT pg_current_wal_lsn()::text"))
+
+    async def close(self) -> None:
+        await self.conn.close()
 
 
 def lsn_bytes(lsn: str) -> int:

@@ -150,7 +150,20 @@ async def run_drain(args, db_dsn: str, marks: str) -> dict:
 
             worker = start_worker(db_dsn, marks)
 
-            res = await pc.timed_drain(worker, marks, lambda: scalar(bapp, UNFINISHED_SQL), n, enqueue_s, args.timeout)
+            observer = await pc.PsycopgObserver.connect(db_dsn)
+            try:
+                res = await pc.timed_drain(
+                    worker,
+                    marks,
+                    lambda: observer.scalar(UNFINISHED_SQL),
+                    n,
+                    enqueue_s,
+                    args.timeout,
+                    lsn=observer.lsn,
+                    observer_pid=await observer.pid(),
+                )
+            finally:
+                await observer.close()
             ok = await scalar(bapp, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'")
             if ok != n:
                 raise RuntimeError(f"only {ok}/{n} jobs succeeded")

@@ -35,7 +35,19 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = ("pgqueuer", "procrastinate", "chancy")
 WORKLOADS = ("drain", "latency")
-DRAIN_FIELDS = ("enqueue_per_s", "drain_per_s", "enqueue_s", "drain_s", "drain_wall_s", "drain_per_s_by_completed_at")
+DRAIN_FIELDS = (
+    "enqueue_per_s",
+    "drain_per_s",
+    "enqueue_s",
+    "drain_s",
+    "drain_wall_s",
+    "drain_per_s_by_completed_at",
+    # What the drain cost (_peercommon.Cost): PostgreSQL's CPU, the worker's, WAL.
+    "pg_cpu_us_per_job",
+    "worker_cpu_us_per_job",
+    "wal_bytes_per_job",
+)
+COST_FIELDS = DRAIN_FIELDS[-3:]
 LATENCY_FIELDS = ("p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "enqueue_call_p50_ms")
 CREATED_RE = re.compile(r"created database (bench_[a-z]+_[0-9a-f]{8})")
 DROPPED_RE = re.compile(r"dropped database (bench_[a-z]+_[0-9a-f]{8})")
@@ -277,6 +289,9 @@ def main() -> int:
             h["jobs"] = entry["drain"]["jobs"]
             h["enqueue_per_s"] = entry["drain"]["enqueue_per_s"]["median"]
             h["drain_per_s"] = entry["drain"]["drain_per_s"]["median"]
+            for f in COST_FIELDS:
+                if f in entry["drain"]:
+                    h[f] = entry["drain"][f]["median"]
         if "latency" in entry:
             for f in ("p50_ms", "p95_ms", "p99_ms"):
                 h[f] = entry["latency"][f]["median"]
