@@ -177,20 +177,7 @@ async def run_drain(args, db_dsn: str, marks: str) -> dict:
 
             worker = start_worker(db_dsn, marks)
 
-            observer = await pc.PsycopgObserver.connect(db_dsn)
-            try:
-                res = await pc.timed_drain(
-                    worker,
-                    marks,
-                    lambda: observer.scalar(UNFINISHED_SQL),
-                    n,
-                    enqueue_s,
-                    args.timeout,
-                    lsn=observer.lsn,
-                    observer_pid=await observer.pid(),
-                )
-            finally:
-                await observer.close()
+            res = await pc.observed_drain(worker, marks, db_dsn, UNFINISHED_SQL, n, enqueue_s, args.timeout)
             first_ts = pc.read_marks(marks)["first"]
             ok = await scalar(chancy, "SELECT count(*) FROM chancy_jobs WHERE state = 'succeeded'")
             if ok != n:
