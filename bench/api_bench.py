@@ -547,8 +547,8 @@ async def sse_fanout(
         "all_p50_ms": _pct(per_event_all, 50),
         "all_p99_ms": _pct(per_event_all, 99),
         "all_max_ms": per_event_all[-1] if per_event_all else float("nan"),
-        # Which state change the tail is made of: a job's queued and running come within
-        # a poll window of each other, its completed may need a fan-out of its own.
+        # The same p99 for each kind of state change: whether the tail is made of one kind
+        # (a change that waits for a fan-out of its own) or of all alike.
         **{f"all_p99_{state}_ms": _pct(sorted(v), 99) for state, v in sorted(by_state.items())},
         "delivery_p50_ms": _pct(per_delivery, 50),
         "delivery_p99_ms": _pct(per_delivery, 99),

@@ -59,7 +59,6 @@ DRAIN = {
     "proto_job_events": ("proto", "CALL public.bench_proto_drain({batch}, true)"),
     "proto": ("proto", "CALL public.bench_proto_drain({batch}, false)"),
 }
-FIGURES = ("drain_per_s", "pg_cpu_us_per_job", "wal_bytes_per_job")
 
 
 async def drain(dsn: str, jobs: int, variant: str, batch: int) -> dict[str, Any]:
@@ -69,7 +68,7 @@ async def drain(dsn: str, jobs: int, variant: str, batch: int) -> dict[str, Any]
         try:
             await conn.execute((HERE / "redesign.sql").read_text())
             for statement in FILL[fill]:
-                await conn.execute(statement, jobs) if "$1" in statement else await conn.execute(statement)
+                await conn.execute(statement, *((jobs,) if "$1" in statement else ()))
             await conn.execute("ANALYZE")
             lsn0 = await conn.fetchval("SELECT pg_current_wal_lsn()")
             cpu0, t0 = pc.pg_cpu_seconds(), time.perf_counter()
